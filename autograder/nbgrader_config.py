@@ -1,0 +1,40 @@
+"""nbgrader configuration for the Going Deeper course.
+
+The course root is the repository: ``solutions/`` is nbgrader's source
+directory and ``notebooks/`` its release directory. nbgrader's working state
+(gradebook, submissions, autograded copies, feedback) lives under
+``autograder/`` and is not committed.
+
+nbgrader finds this file when it runs in ``autograder/``, or anywhere when
+``JUPYTER_CONFIG_PATH`` includes this folder (``bash course.sh nbgrader ...``
+and ``bash course.sh lab`` set it).
+"""
+
+import os
+
+c = get_config()  # noqa: F821 - injected by traitlets
+
+_here = os.path.dirname(os.path.abspath(__file__))
+_root = os.path.dirname(_here)
+
+c.CourseDirectory.course_id = "going-deeper"
+c.CourseDirectory.root = _root
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "notebooks"
+c.CourseDirectory.submitted_directory = os.path.join("autograder", "submitted")
+c.CourseDirectory.autograded_directory = os.path.join("autograder", "autograded")
+c.CourseDirectory.feedback_directory = os.path.join("autograder", "feedback")
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_here, "gradebook.db")
+
+# A student who deletes or retypes a test cell is still graded by the original.
+c.OverwriteCells.add_missing_cells = True
+# Per-cell limit while grading; the notebooks' own cells take seconds.
+c.Execute.timeout = 120
+c.Execute.interrupt_on_timeout = True
+
+# Feedback shows students what failed and why (the test's message), but not
+# the source of the hidden tests.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -1,0 +1,311 @@
+"""The oracle for notebook 01's scalar autodiff engine.
+
+A *program* is a random scalar expression written as a list of steps over
+numbered registers, so the same expression can be run three ways: with the
+student's ``Value`` engine, with the reference engine in ``autograder/``, and
+with torch autograd in float64. The checks compare values and gradients and
+say, in words, which input's gradient is off, by how much, on which
+expression.
+
+The engine the checks expect (notebook 01 builds it):
+
+* ``Value(data, parents=(), local_grads=(), op="", label="")`` with attributes
+  ``data`` (float), ``grad`` (float, starts at 0), ``parents`` (tuple of
+  Values) and ``local_grads`` (tuple of floats: d(self)/d(parent), one per
+  parent, in the same order);
+* ``add(a, b)``, ``mul(a, b)``, ``sin(a)``, ``relu(a)``: each returns a new
+  Value recording its parents and local gradients; ReLU'(0) is taken as 0, as
+  torch does;
+* ``topological_order(root)``: every node reachable from ``root`` once,
+  parents before children, ``root`` last;
+* ``backward(root)``: sets ``root.grad = 1`` and accumulates ``grad`` into
+  every node, in reverse topological order.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .checks import CheckFailed, as_number, call, expect_close, expect_true
+
+__all__ = [
+    "Engine",
+    "Program",
+    "Step",
+    "check_backward",
+    "check_node",
+    "check_topological_order",
+    "collect_nodes",
+    "long_chain_program",
+    "random_program",
+    "run_engine",
+    "run_torch",
+]
+
+UNARY = ("sin", "relu")
+BINARY = ("add", "mul")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a program: ``kind`` is 'input', 'const', 'add', 'mul', 'sin' or 'relu'.
+
+    ``args`` are register numbers of earlier steps; ``value`` is the input's
+    index (for 'input') or the constant (for 'const').
+    """
+
+    kind: str
+    args: tuple[int, ...] = ()
+    value: float = 0.0
+
+
+@dataclass(frozen=True)
+class Program:
+    """A scalar expression: ``steps[i]`` computes register ``i``; the last register is the output."""
+
+    steps: tuple[Step, ...]
+    n_inputs: int
+
+    def __str__(self) -> str:
+        text: list[str] = []
+        for step in self.steps:
+            if step.kind == "input":
+                text.append(f"x{int(step.value)}")
+            elif step.kind == "const":
+                text.append(f"{step.value:g}")
+            elif step.kind == "add":
+                text.append(f"({text[step.args[0]]} + {text[step.args[1]]})")
+            elif step.kind == "mul":
+                text.append(f"{text[step.args[0]]} * {text[step.args[1]]}")
+            else:
+                text.append(f"{step.kind}({text[step.args[0]]})")
+        out = text[-1]
+        return out if len(out) <= 160 else out[:157] + "..."
+
+
+@dataclass
+class Engine:
+    """The pieces of a scalar autodiff engine, as the notebook defines them."""
+
+    Value: Callable[..., Any]
+    add: Callable[[Any, Any], Any]
+    mul: Callable[[Any, Any], Any]
+    sin: Callable[[Any], Any]
+    relu: Callable[[Any], Any]
+    backward: Callable[[Any], Any]
+
+
+def random_program(
+    rng: np.random.Generator, n_inputs: int = 3, n_ops: int = 8, p_const: float = 0.15
+) -> Program:
+    """A random expression over ``n_inputs`` inputs with ``n_ops`` operations.
+
+    Operands are drawn from *all* earlier registers, so nodes are often used
+    more than once (the case where gradients must accumulate), and a constant
+    appears with probability ``p_const`` per operation.
+    """
+    steps: list[Step] = [Step("input", (), float(i)) for i in range(n_inputs)]
+    for _ in range(n_ops):
+        if rng.random() < p_const:
+            steps.append(Step("const", (), float(np.round(rng.uniform(-2, 2), 2))))
+        kind = str(rng.choice(BINARY + UNARY, p=[0.35, 0.35, 0.15, 0.15]))
+        n_args = 2 if kind in BINARY else 1
+        # Prefer recent registers so the expression grows deep, not just wide.
+        weights = np.arange(1, len(steps) + 1, dtype=float) ** 2
+        args = tuple(int(a) for a in rng.choice(len(steps), size=n_args, p=weights / weights.sum()))
+        steps.append(Step(kind, args))
+    return Program(tuple(steps), n_inputs)
+
+
+def long_chain_program(length: int) -> Program:
+    """``x0`` passed through ``length`` alternating ``sin`` and ``+ x0`` steps: a deep, thin graph."""
+    steps = [Step("input", (), 0.0)]
+    for i in range(length):
+        if i % 2 == 0:
+            steps.append(Step("sin", (len(steps) - 1,)))
+        else:
+            steps.append(Step("add", (len(steps) - 1, 0)))
+    return Program(tuple(steps), 1)
+
+
+def run_torch(program: Program, inputs: Sequence[float]) -> tuple[float, list[float]]:
+    """Run ``program`` with torch autograd in float64; return (output, d output / d input_i)."""
+    import torch
+
+    xs = [torch.tensor(float(x), dtype=torch.float64, requires_grad=True) for x in inputs]
+    regs: list[Any] = []
+    for step in program.steps:
+        if step.kind == "input":
+            regs.append(xs[int(step.value)])
+        elif step.kind == "const":
+            regs.append(torch.tensor(step.value, dtype=torch.float64))
+        elif step.kind == "add":
+            regs.append(regs[step.args[0]] + regs[step.args[1]])
+        elif step.kind == "mul":
+            regs.append(regs[step.args[0]] * regs[step.args[1]])
+        elif step.kind == "sin":
+            regs.append(torch.sin(regs[step.args[0]]))
+        else:
+            regs.append(torch.relu(regs[step.args[0]]))
+    out = regs[-1]
+    if out.requires_grad:
+        grads = torch.autograd.grad(out, xs, allow_unused=True)
+    else:  # the output is a constant
+        grads = (None,) * len(xs)
+    return float(out.detach()), [0.0 if g is None else float(g) for g in grads]
+
+
+def run_engine(program: Program, inputs: Sequence[float], engine: Engine) -> tuple[Any, list[Any]]:
+    """Build ``program`` from ``engine``'s Values, call its backward; return (root node, input nodes)."""
+    __tracebackhide__ = True
+    xs = [call(engine.Value, float(x), name="Value") for x in inputs]
+    regs: list[Any] = []
+    ops = {"add": engine.add, "mul": engine.mul, "sin": engine.sin, "relu": engine.relu}
+    for step in program.steps:
+        if step.kind == "input":
+            regs.append(xs[int(step.value)])
+        elif step.kind == "const":
+            regs.append(call(engine.Value, step.value, name="Value"))
+        else:
+            fn = ops[step.kind]
+            regs.append(call(fn, *(regs[a] for a in step.args), name=step.kind))
+    root = regs[-1]
+    call(engine.backward, root, name="backward")
+    return root, xs
+
+
+def collect_nodes(root: Any) -> list[Any]:
+    """Every node reachable from ``root`` through ``.parents``, each once (iterative, any depth)."""
+    seen: set[int] = set()
+    nodes: list[Any] = []
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        nodes.append(node)
+        stack.extend(getattr(node, "parents", ()))
+    return nodes
+
+
+def check_node(
+    node: Any,
+    name: str,
+    *,
+    data: float,
+    parents: Sequence[Any],
+    local_grads: Sequence[float],
+    hint: str = "",
+) -> None:
+    """Check one node that an operation returned: its value, its parents (the same objects, in order) and local gradients."""
+    __tracebackhide__ = True
+    for attr in ("data", "parents", "local_grads"):
+        expect_true(
+            hasattr(node, attr),
+            f"{name} returned {type(node).__name__}, which has no .{attr}: return a Value(...).",
+        )
+    expect_close(node.data, data, f"{name}.data", hint="The forward value is wrong.")
+    got_parents = tuple(node.parents)
+    expect_true(
+        len(got_parents) == len(parents),
+        f"{name} should record {len(parents)} parent(s), but .parents has {len(got_parents)}.",
+    )
+    for i, (got, want) in enumerate(zip(got_parents, parents)):
+        expect_true(
+            got is want,
+            f"{name}.parents[{i}] is not the input node itself: record the Value objects you were "
+            "given (not copies, not their .data), so backward can reach them.",
+        )
+    got_local = tuple(node.local_grads)
+    expect_true(
+        len(got_local) == len(local_grads),
+        f"{name} should record one local gradient per parent ({len(local_grads)}), "
+        f"but .local_grads has {len(got_local)}.",
+    )
+    for i, (got, want) in enumerate(zip(got_local, local_grads)):
+        expect_close(got, want, f"{name}.local_grads[{i}]", hint=hint)
+
+
+def check_topological_order(order: Any, root: Any, name: str = "topological_order(root)") -> None:
+    """Check that ``order`` lists every node reachable from ``root`` once, parents first, root last."""
+    __tracebackhide__ = True
+    expect_true(
+        isinstance(order, (list, tuple)),
+        f"{name} should return a list of nodes, but returned {type(order).__name__}.",
+    )
+    reachable = collect_nodes(root)
+    ids = [id(n) for n in order]
+    expect_true(
+        len(set(ids)) == len(ids),
+        f"{name} lists some node more than once ({len(ids)} entries, {len(set(ids))} distinct). "
+        "A node used twice (b = a + a) must appear once: remember which nodes you have visited.",
+    )
+    missing = len({id(n) for n in reachable} - set(ids))
+    expect_true(
+        missing == 0,
+        f"{name} leaves out {missing} of the {len(reachable)} nodes reachable from the root: "
+        "visit every parent of every node.",
+    )
+    extra = len(set(ids) - {id(n) for n in reachable})
+    expect_true(extra == 0, f"{name} lists {extra} node(s) that the root does not depend on.")
+    position = {i: k for k, i in enumerate(ids)}
+    for node in order:
+        for parent in node.parents:
+            expect_true(
+                position[id(parent)] < position[id(node)],
+                f"In {name} a node comes before one of its parents: every node must come after "
+                "all of its inputs (did you reverse the list one time too many?).",
+            )
+    expect_true(order[-1] is root, f"The root must be the last node of {name}.")
+
+
+def check_backward(
+    program: Program,
+    inputs: Sequence[float],
+    engine: Engine,
+    *,
+    reference: Engine | None = None,
+    rtol: float = 1e-7,
+    atol: float = 1e-9,
+) -> None:
+    """Run ``program`` with ``engine`` and compare the output and every input's gradient with torch.
+
+    With ``reference`` given, the reference engine must agree with torch too
+    (a guard against a broken oracle).
+    """
+    __tracebackhide__ = True
+    want_out, want_grads = run_torch(program, inputs)
+    where = f"on f = {program} at " + ", ".join(f"x{i} = {x:.4g}" for i, x in enumerate(inputs))
+    if reference is not None:
+        ref_root, ref_xs = run_engine(program, inputs, reference)
+        if not all(
+            math.isclose(x.grad, g, rel_tol=1e-9, abs_tol=1e-12) for x, g in zip(ref_xs, want_grads)
+        ):
+            raise RuntimeError(f"reference engine disagrees with torch {where}")
+    root, xs = run_engine(program, inputs, engine)
+    expect_close(root.data, want_out, "the output f", hint=where, rtol=rtol, atol=atol)
+    expect_close(root.grad, 1.0, "root.grad after backward", hint="backward must start from df/df = 1.")
+    for i, (x, g) in enumerate(zip(xs, want_grads)):
+        got = as_number(x.grad, f"x{i}.grad")
+        if not abs(got - g) <= atol + rtol * abs(g):
+            ratio = got / g if g != 0 else float("nan")
+            hint = ""
+            if g != 0 and abs(round(ratio) - ratio) < 1e-9 and round(ratio) not in (0, 1):
+                hint = (
+                    f" Your value is {ratio:g} times the true one: a node is probably pushed "
+                    "through backward more than once."
+                )
+            elif g != 0 and 0 < abs(ratio) < 1 and abs(1 / ratio - round(1 / ratio)) < 1e-9:
+                hint = (
+                    " Your value is too small by a whole factor: gradients from a node used "
+                    "several times must be added (+=), not overwritten (=)."
+                )
+            raise CheckFailed(
+                f"dL/dx{i} is wrong {where}: torch gives {g:.6g}, your engine {got:.6g} "
+                f"(off by {abs(got - g):.3g}).{hint}"
+            )

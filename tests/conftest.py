@@ -1,0 +1,18 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: nbgrader_course, wrong
+
+from goingdeeper.course import assignments  # noqa: E402
+from nbgrader_course import ROOT  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+def pytest_report_header(config):
+    return f"assignments: {', '.join(assignments())}"

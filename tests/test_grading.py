@@ -1,0 +1,123 @@
+"""Every assignment, graded by nbgrader as an outsider would (default configuration).
+
+One autograde run per assignment grades, as separate students: the solution,
+the untouched release, and every wrong implementation in ``tests/wrong``.
+The tests then read the gradebook:
+
+* the solution scores full marks (so every visible and hidden test passes);
+* the release scores zero, cell by cell (every autograded test fails on it);
+* each wrong implementation makes its own test cell score 0, with a failure
+  message that names the mistake;
+* test cells write nothing to stderr, and failures are reported in words.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from goingdeeper.course import assignments
+from nbgrader_course import ScratchCourse, answer_ids, graded_cells, replace_cell
+from wrong import by_assignment
+
+WRONG = by_assignment()
+
+
+def _student(i: int) -> str:
+    return f"wrong{i:02d}"
+
+
+@pytest.fixture(scope="module", params=assignments())
+def graded(request, tmp_path_factory):
+    assignment = request.param
+    course = ScratchCourse(tmp_path_factory.mktemp(f"course-{assignment}"))
+    course.add_source(assignment)
+    release_dir = course.generate(assignment)
+    (name,) = [p.name for p in (course.source_dir / assignment).glob("*.ipynb")]
+    solution = nbformat.read(course.source_dir / assignment / name, as_version=4)
+    release = nbformat.read(release_dir / name, as_version=4)
+    course.submit("solution", assignment, solution, name)
+    course.submit("release", assignment, release, name)
+    wrongs = WRONG.get(assignment, [])
+    for i, wrong in enumerate(wrongs):
+        course.submit(_student(i), assignment, replace_cell(solution, wrong.answer, wrong.source.strip()), name)
+    course.autograde(assignment)
+    return {
+        "assignment": assignment, "course": course, "name": name, "solution": solution,
+        "release": release, "wrongs": wrongs,
+    }
+
+
+def _outputs_text(cell) -> tuple[str, str]:
+    """(stderr text, error text) of one executed cell."""
+    stderr = "".join(o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stderr")
+    errors = "".join(o.get("ename", "") + ": " + o.get("evalue", "") for o in cell.outputs if o.output_type == "error")
+    return stderr, errors
+
+
+def test_solution_scores_full_marks(graded):
+    course, a, name = graded["course"], graded["assignment"], graded["name"]
+    scores = course.cell_scores(a, "solution", Path(name).stem)
+    short = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+    assert not short, f"the solution loses points in {short}"
+    score, max_score = course.total(a, "solution")
+    assert score == max_score > 0
+
+
+def test_release_scores_zero_in_every_cell(graded):
+    course, a, name = graded["course"], graded["assignment"], graded["name"]
+    scores = course.cell_scores(a, "release", Path(name).stem)
+    assert scores, "no graded cells"
+    earning = {gid: s for gid, s in scores.items() if s[0] != 0}
+    assert not earning, f"the untouched release earns points in {earning}"
+    assert course.total(a, "release")[0] == 0
+
+
+def test_assignment_has_enough_graded_and_hidden_tests(graded):
+    tests = graded_cells(graded["solution"])
+    hidden = [gid for gid, c in tests.items() if "### BEGIN HIDDEN TESTS" in c.source]
+    assert len(tests) >= 6, f"only {len(tests)} graded test cells"
+    assert len(hidden) >= 2, f"only {len(hidden)} test cells hold hidden tests"
+    for gid, cell in tests.items():
+        first = cell.source.lstrip().splitlines()[0]
+        assert first.startswith('"""'), f"{gid} should open with a one-line string saying what it checks"
+
+
+def test_every_answer_has_a_test_and_a_wrong_version(graded):
+    tests = graded_cells(graded["solution"])
+    answers = answer_ids(graded["solution"])
+    covered = {w.answer for w in graded["wrongs"]}
+    for answer in answers:
+        assert f"test_{answer}" in tests, f"answer cell {answer} has no test cell test_{answer}"
+        assert answer in covered, f"no wrong implementation of {answer} in tests/wrong"
+
+
+def test_test_cells_are_silent_on_stderr(graded):
+    course, a, name = graded["course"], graded["assignment"], graded["name"]
+    for student in ["solution", "release"] + [_student(i) for i in range(len(graded["wrongs"]))]:
+        nb = course.autograded_notebook(a, student, name)
+        for gid, cell in graded_cells(nb).items():
+            stderr, _ = _outputs_text(cell)
+            assert not stderr, f"{student}: test cell {gid} wrote to stderr: {stderr[:300]}"
+
+
+def test_wrong_implementations_are_rejected_with_feedback(graded):
+    course, a, name = graded["course"], graded["assignment"], graded["name"]
+    problems = []
+    for i, wrong in enumerate(graded["wrongs"]):
+        student = _student(i)
+        test_id = f"test_{wrong.answer}"
+        score, _ = course.cell_scores(a, student, Path(name).stem)[test_id]
+        if score != 0:
+            problems.append(f"{wrong.answer} ({wrong.mistake}): {test_id} still scores {score}")
+            continue
+        cell = graded_cells(course.autograded_notebook(a, student, name))[test_id]
+        _, errors = _outputs_text(cell)
+        if "CheckFailed" not in errors or wrong.feedback not in errors:
+            problems.append(
+                f"{wrong.answer} ({wrong.mistake}): the message should say '{wrong.feedback}', got: {errors[:400]}"
+            )
+    assert not problems, "\n".join(problems)
+

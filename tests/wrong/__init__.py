@@ -1,0 +1,26 @@
+"""Plausible wrong implementations, one list per assignment.
+
+For every answer cell (its nbgrader grade id is the stem: ``engine_backward``)
+the course keeps at least one wrong version that a student could plausibly
+write. The tests grade each one with nbgrader and assert that the test cell
+``test_<stem>`` scores 0 and that its failure message contains ``feedback``,
+the words that point the student at the mistake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Wrong:
+    answer: str  # grade id of the answer cell
+    mistake: str  # the mistake, in words
+    source: str  # the whole answer cell, as the student would leave it
+    feedback: str  # a phrase the failing test's message must contain
+
+
+def by_assignment() -> dict[str, list[Wrong]]:
+    from . import computational_graphs
+
+    return {"01_computational_graphs": computational_graphs.WRONG}

@@ -1,0 +1,210 @@
+"""Wrong implementations for notebook 01 (computational graphs and scalar backprop)."""
+
+from . import Wrong
+
+WRONG = [
+    Wrong(
+        "sin_graph",
+        "evaluates the derivative of sin at x instead of at z",
+        '''
+def sin_graph(x, y):
+    z = x + y
+    L = math.sin(z)
+    dL_dz = math.cos(x)
+    return z, L, dL_dz, dL_dz, dL_dz
+''',
+        "evaluated at z",
+    ),
+    Wrong(
+        "sin_graph",
+        "uses -cos for the derivative of sin",
+        '''
+def sin_graph(x, y):
+    z = x + y
+    L = math.sin(z)
+    dL_dz = -math.cos(z)
+    return z, L, dL_dz, dL_dz, dL_dz
+''',
+        "derivative of sin is cos",
+    ),
+    Wrong(
+        "lecture_forward",
+        "forgets the parentheses: x + y * z",
+        '''
+x, y, z = -2.0, 5.0, -4.0
+q = x + y
+f = x + y * z
+''',
+        "the addition happens first",
+    ),
+    Wrong(
+        "lecture_local_grads",
+        "gives each input of the product its own value instead of the other one's",
+        '''
+df_dq = q
+df_dz = z
+dq_dx = 1.0
+dq_dy = 1.0
+''',
+        "the other input, z",
+    ),
+    Wrong(
+        "lecture_chain",
+        "adds the local gradients along the path instead of multiplying them",
+        '''
+df_dx = df_dq + dq_dx
+df_dy = df_dq + dq_dy
+
+
+def lecture_backprop(x, y, z):
+    q = x + y
+    return q * z, z + 1.0, z + 1.0, q
+''',
+        "multiplies the local gradients",
+    ),
+    Wrong(
+        "lecture_chain",
+        "returns df/dz = z in the general function (copies the pattern of df/dx)",
+        '''
+df_dx = df_dq * dq_dx
+df_dy = df_dq * dq_dy
+
+
+def lecture_backprop(x, y, z):
+    q = x + y
+    return q * z, z, z, z
+''',
+        "df/dz equals q",
+    ),
+    Wrong(
+        "engine_add_mul",
+        "gives each factor of a product its own value as local gradient",
+        '''
+def add(a, b):
+    return Value(a.data + b.data, parents=(a, b), local_grads=(1.0, 1.0), op="+")
+
+
+def mul(a, b):
+    return Value(a.data * b.data, parents=(a, b), local_grads=(a.data, b.data), op="*")
+''',
+        "OTHER input's value",
+    ),
+    Wrong(
+        "engine_add_mul",
+        "records the parents' numbers instead of the parent nodes",
+        '''
+def add(a, b):
+    return Value(a.data + b.data, parents=(Value(a.data), Value(b.data)), local_grads=(1.0, 1.0), op="+")
+
+
+def mul(a, b):
+    return Value(a.data * b.data, parents=(a, b), local_grads=(b.data, a.data), op="*")
+''',
+        "not the input node itself",
+    ),
+    Wrong(
+        "engine_sin_relu",
+        "takes ReLU'(0) = 1 (a >= 0)",
+        '''
+def sin(a):
+    return Value(math.sin(a.data), parents=(a,), local_grads=(math.cos(a.data),), op="sin")
+
+
+def relu(a):
+    return Value(max(a.data, 0.0), parents=(a,), local_grads=(1.0 if a.data >= 0 else 0.0,), op="relu")
+''',
+        "0 at exactly 0",
+    ),
+    Wrong(
+        "engine_sin_relu",
+        "gives ReLU a local gradient of 1 everywhere",
+        '''
+def sin(a):
+    return Value(math.sin(a.data), parents=(a,), local_grads=(math.cos(a.data),), op="sin")
+
+
+def relu(a):
+    return Value(max(a.data, 0.0), parents=(a,), local_grads=(1.0,), op="relu")
+''',
+        "ReLU's local gradient is 1 where the input is > 0",
+    ),
+    Wrong(
+        "engine_topological_order",
+        "depth-first search without a visited set: a reused node appears twice",
+        '''
+def topological_order(root):
+    order = []
+    stack = [(root, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if expanded:
+            order.append(node)
+            continue
+        stack.append((node, True))
+        for parent in node.parents:
+            stack.append((parent, False))
+    return order
+''',
+        "more than once",
+    ),
+    Wrong(
+        "engine_topological_order",
+        "a recursive search, which fails on deep graphs",
+        '''
+def topological_order(root):
+    order, visited = [], set()
+
+    def visit(node):
+        if id(node) in visited:
+            return
+        visited.add(id(node))
+        for parent in node.parents:
+            visit(parent)
+        order.append(node)
+
+    visit(root)
+    return order
+''',
+        "recursion limit",
+    ),
+    Wrong(
+        "engine_backward",
+        "assigns the gradient instead of adding it",
+        '''
+def backward(root):
+    root.grad = 1.0
+    for node in reversed(topological_order(root)):
+        for parent, local in zip(node.parents, node.local_grads):
+            parent.grad = local * node.grad
+''',
+        "add (+=) both contributions",
+    ),
+    Wrong(
+        "engine_backward",
+        "walks the topological order forwards instead of in reverse",
+        '''
+def backward(root):
+    root.grad = 1.0
+    for node in topological_order(root):
+        for parent, local in zip(node.parents, node.local_grads):
+            parent.grad += local * node.grad
+''',
+        "REVERSE topological order",
+    ),
+    Wrong(
+        "engine_backward",
+        "breadth-first order from the root: right on trees, wrong when paths to a node differ in length",
+        '''
+def backward(root):
+    root.grad = 1.0
+    seen, queue = {id(root)}, [root]
+    for node in queue:
+        for parent, local in zip(node.parents, node.local_grads):
+            parent.grad += local * node.grad
+            if id(parent) not in seen:
+                seen.add(id(parent))
+                queue.append(parent)
+''',
+        "is wrong on f =",
+    ),
+]
