@@ -54,7 +54,6 @@ setup() {
 activate() {
   export PATH="$VENV/bin:$PATH"            # nbgrader shells out to alembic
   export JUPYTER_CONFIG_PATH="$ROOT/autograder${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
-  export MPLBACKEND="${MPLBACKEND:-Agg}"
   export PYTHONDONTWRITEBYTECODE=1
 }
 
@@ -65,10 +64,12 @@ case "$cmd" in
     setup ;;
   lab)
     setup; activate
-    unset MPLBACKEND                       # inline figures in the notebooks
     browser=()
     if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" && "$(uname)" != "Darwin" ]]; then
       browser=(--no-browser)               # headless: print the URL instead
+    fi
+    if [[ "$(id -u)" == 0 ]]; then
+      browser+=(--allow-root)              # containers and CI machines run as root
     fi
     exec jupyter lab "${browser[@]}" --ServerApp.ip=127.0.0.1 \
       --ServerApp.root_dir="$ROOT" "$@" ;;

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -80,19 +79,6 @@ def strip_notebook(path: Path) -> bool:
     return False
 
 
-def _nbgrader(args: list[str], cwd: Path) -> None:
-    """Run nbgrader with the default configuration in ``cwd`` (no course config is picked up)."""
-    env = dict(os.environ)
-    env.pop("JUPYTER_CONFIG_PATH", None)
-    env["JUPYTER_CONFIG_DIR"] = str(cwd / ".jupyter")
-    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
-    result = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args], cwd=cwd, env=env, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"nbgrader {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-
-
 def generate_release(assignment: str, out_dir: Path) -> Path:
     """Run ``nbgrader generate_assignment`` on ``solutions/<assignment>`` in a scratch course.
 
@@ -100,10 +86,11 @@ def generate_release(assignment: str, out_dir: Path) -> Path:
     under ``out_dir``. The scratch course uses nbgrader's default
     configuration, so the result is what any nbgrader makes of our source.
     """
-    course = out_dir / "course"
-    shutil.copytree(SOLUTIONS / assignment, course / "source" / assignment)
-    _nbgrader(["generate_assignment", assignment, "--force", "--no-db"], cwd=course)
-    return course / "release" / assignment
+    from .scratch import ScratchCourse
+
+    course = ScratchCourse(out_dir / "course")
+    course.add_source(assignment)
+    return course.generate(assignment, "--no-db")
 
 
 def _release_files(folder: Path) -> dict[str, str]:

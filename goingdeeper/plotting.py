@@ -14,7 +14,7 @@ __all__ = ["draw_graph"]
 OP_NAMES = {"+": "+", "*": "\u00d7", "add": "+", "mul": "\u00d7"}
 
 
-def _node_text(node: Any, show_grad: bool) -> str:
+def _node_text(node: Any) -> str:
     label = getattr(node, "label", "") or ""
     op = getattr(node, "op", "") or ""
     head = OP_NAMES.get(op, op)
@@ -24,20 +24,18 @@ def _node_text(node: Any, show_grad: bool) -> str:
         head = label
     elif not head:
         head = "const"
-    lines = [head, f"value {node.data:.4g}"]
-    if show_grad:
-        lines.append(f"grad {node.grad:.4g}")
-    return "\n".join(lines)
+    return f"{head}\n{node.data:.4g}"
 
 
 def draw_graph(root: Any, *, show_grad: bool = True, ax: plt.Axes | None = None, title: str = "") -> plt.Axes:
     """Draw the computational graph that ends in ``root``, inputs on the left, output on the right.
 
-    Each box shows the node's operation (or its label, e.g. ``x``), its forward
-    value (green) and, with ``show_grad``, the gradient of the output with
-    respect to it (red), the way the lecture's figure annotates the graph.
-    Works on any object with ``data``, ``grad`` and ``parents`` attributes;
-    ``op`` and ``label`` are used when present. Returns the matplotlib Axes.
+    Each box shows the node's operation (or its label, e.g. ``x``) and its
+    forward value in green; with ``show_grad``, the gradient of the output with
+    respect to the node is written under the box in red, the way the lecture's
+    figure annotates the graph. Works on any object with ``data``, ``grad``
+    and ``parents`` attributes; ``op`` and ``label`` are used when present.
+    Returns the matplotlib Axes.
     """
     nodes = collect_nodes(root)
     graph = nx.DiGraph()
@@ -57,17 +55,31 @@ def draw_graph(root: Any, *, show_grad: bool = True, ax: plt.Axes | None = None,
         width = 2.3 * (max(depth.values()) + 1) + 1
         height = 1.6 * max(sum(1 for d in depth.values() if d == k) for k in set(depth.values())) + 1
         _, ax = plt.subplots(figsize=(min(width, 16), min(max(height, 3), 10)))
-    nx.draw_networkx_edges(
-        graph, pos, ax=ax, arrows=True, arrowstyle="-|>", arrowsize=14, node_size=2600, edge_color="0.4"
-    )
+    xs = [x for x, _ in pos.values()]
+    ys = [y for _, y in pos.values()]
+    pad_x = 0.25 * (max(xs) - min(xs) or 1.0)
+    pad_y = 0.3 * (max(ys) - min(ys) or 1.0)
+    ax.set_xlim(min(xs) - pad_x, max(xs) + pad_x)
+    ax.set_ylim(min(ys) - pad_y, max(ys) + pad_y)
+    boxes = {}
     for key, (x, y) in pos.items():
         node = by_id[key]
-        text = _node_text(node, show_grad)
-        ax.text(
-            x, y, text, ha="center", va="center", fontsize=9, family="monospace",
-            bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="0.3"),
+        boxes[key] = ax.text(
+            x, y, _node_text(node), ha="center", va="center", fontsize=9, family="monospace",
+            color="darkgreen", bbox=dict(boxstyle="round,pad=0.4", fc="white", ec="0.3"), zorder=3,
+        )
+        if show_grad:
+            ax.annotate(
+                f"grad {node.grad:.4g}", (x, y), xytext=(0, -24), textcoords="offset points",
+                ha="center", va="top", fontsize=9, family="monospace", color="firebrick", zorder=3,
+            )
+    for parent, child in graph.edges:
+        ax.annotate(
+            "", xy=pos[child], xytext=pos[parent],
+            arrowprops=dict(arrowstyle="-|>", color="0.4", shrinkA=2, shrinkB=2,
+                            patchA=boxes[parent].get_bbox_patch(), patchB=boxes[child].get_bbox_patch()),
+            zorder=1,
         )
     ax.set_axis_off()
-    ax.margins(0.15)
-    ax.set_title(title or ("forward values and gradients" if show_grad else "forward values"))
+    ax.set_title(title or ("forward values (green) and gradients (red)" if show_grad else "forward values"))
     return ax

@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/ helpers: nbgrader_course, wrong
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/wrong
 
 from goingdeeper.course import assignments  # noqa: E402
-from nbgrader_course import ROOT  # noqa: E402
+from goingdeeper.scratch import ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from goingdeeper.course import assignments
-from nbgrader_course import ScratchCourse, answer_ids, graded_cells, replace_cell
+from goingdeeper.scratch import ScratchCourse, answer_ids, graded_cells, replace_cell
 from wrong import by_assignment
 
 WRONG = by_assignment()

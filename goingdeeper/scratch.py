@@ -1,4 +1,4 @@
-"""A scratch nbgrader course for the tests: nbgrader run as an outsider would run it.
+"""A scratch nbgrader course: nbgrader run as an outsider would run it.
 
 ``ScratchCourse`` lays out ``source/``, ``release/`` and ``submitted/`` in a
 temporary folder, runs nbgrader there with its *default* configuration (or,
@@ -19,9 +19,13 @@ import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
 
+__all__ = ["ScratchCourse", "answer_ids", "graded_cells", "replace_cell"]
+
 
 @dataclass
 class ScratchCourse:
+    """An nbgrader course in the folder ``root`` (created if missing), holding copies of our assignments."""
+
     root: Path
     course_config: bool = False
 
@@ -61,10 +65,12 @@ class ScratchCourse:
         return result
 
     def add_source(self, assignment: str) -> None:
+        """Copy ``solutions/<assignment>`` into this course's source folder."""
         shutil.copytree(ROOT / "solutions" / assignment, self.source_dir / assignment)
 
-    def generate(self, assignment: str) -> Path:
-        self.nbgrader("generate_assignment", assignment, "--force")
+    def generate(self, assignment: str, *extra: str) -> Path:
+        """``nbgrader generate_assignment``; returns the release folder of ``assignment``."""
+        self.nbgrader("generate_assignment", assignment, "--force", *extra)
         return self.release_dir / assignment
 
     def submit(self, student: str, assignment: str, notebook: nbformat.NotebookNode, name: str) -> Path:

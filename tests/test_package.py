@@ -1,0 +1,201 @@
+"""The helper package on its own: checks, the autodiff oracle, plots, the reference loader."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from goingdeeper import grading, grading_mode, scalar  # noqa: E402
+from goingdeeper.checks import CheckFailed, as_number, call, expect_close, unpack  # noqa: E402
+
+REF = grading.load_reference("computational_graphs")
+
+
+# checks ------------------------------------------------------------------------
+def test_expect_close_reports_values_error_and_hint():
+    expect_close(1.0 + 1e-9, 1.0, "x")
+    with pytest.raises(CheckFailed) as err:
+        expect_close(0.5, 2.0, "dL_dx", hint="Use the chain rule.")
+    message = str(err.value)
+    assert "dL_dx is wrong: expected 2, got 0.5 (off by 1.5). Use the chain rule." == message
+
+
+@pytest.mark.parametrize(
+    "value, phrase",
+    [(None, "fill in the blank"), (..., "fill in the blank"), (True, "boolean"), ("3", "single number"),
+     (np.ones(3), "single number"), (float("nan"), "nan")],
+)
+def test_expect_close_explains_non_numbers(value, phrase):
+    with pytest.raises(CheckFailed, match=phrase):
+        expect_close(value, 1.0, "q")
+
+
+def test_as_number_accepts_numpy_and_torch_scalars():
+    import torch
+
+    assert as_number(np.float32(2.5), "a") == 2.5
+    assert as_number(np.array([[3.0]]), "a") == 3.0
+    assert as_number(torch.tensor(4.0, requires_grad=True), "a") == 4.0
+
+
+def test_as_number_points_at_data_for_nodes():
+    with pytest.raises(CheckFailed, match=r"use its \.data"):
+        as_number(REF.Value(1.0), "q")
+
+
+def test_call_turns_exceptions_into_words():
+    def todo():
+        raise NotImplementedError()
+
+    def broken():
+        return {}["key"]
+
+    def deep(n):
+        return deep(n + 1)
+
+    with pytest.raises(CheckFailed, match="not implemented yet"):
+        call(todo)
+    with pytest.raises(CheckFailed, match="broken raised KeyError"):
+        call(broken)
+    with pytest.raises(CheckFailed, match="recursion limit"):
+        call(deep, 0)
+    with pytest.raises(CheckFailed, match="should be a function"):
+        call(3, name="sin_graph")
+
+
+def test_unpack_checks_shape_of_result():
+    assert unpack((1, 2.0), ("a", "b"), "f()") == (1.0, 2.0)
+    with pytest.raises(CheckFailed, match=r"should return 2 numbers, \(a, b\), but returned tuple of length 3"):
+        unpack((1, 2, 3), ("a", "b"), "f()")
+    with pytest.raises(CheckFailed, match="returned NoneType"):
+        unpack(None, ("a", "b"), "f()")
+
+
+# the oracle --------------------------------------------------------------------
+def test_reference_engine_matches_torch_on_many_programs():
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        program = scalar.random_program(rng, n_inputs=int(rng.integers(1, 5)), n_ops=int(rng.integers(1, 25)))
+        scalar.check_backward(program, rng.normal(0, 2, size=program.n_inputs), REF.ENGINE, reference=REF.ENGINE)
+
+
+def test_random_programs_reuse_nodes_and_use_constants():
+    rng = np.random.default_rng(1)
+    programs = [scalar.random_program(rng, 3, 12) for _ in range(50)]
+    reused = sum(any(s.args.count(s.args[0]) > 1 or any(o is not s and set(o.args) & set(s.args) for o in p.steps) for s in p.steps if s.args) for p in programs)
+    assert reused > 25
+    assert sum(any(s.kind == "const" for s in p.steps) for p in programs) > 10
+    assert "x0" in str(programs[0]) or "x1" in str(programs[0]) or "x2" in str(programs[0])
+
+
+def test_deep_chain_needs_no_recursion():
+    scalar.check_backward(scalar.long_chain_program(5000), [0.4], REF.ENGINE)
+    root, _ = scalar.run_engine(scalar.long_chain_program(5000), [0.4], REF.ENGINE)
+    assert len(scalar.collect_nodes(root)) == 5001
+
+
+def _engine_with(**overrides):
+    parts = dict(Value=REF.Value, add=REF.add, mul=REF.mul, sin=REF.sin, relu=REF.relu, backward=REF.backward)
+    parts.update(overrides)
+    return scalar.Engine(**parts)
+
+
+def test_check_backward_names_accumulation_bugs():
+    def overwrite(root):
+        root.grad = 1.0
+        for node in reversed(REF.topological_order(root)):
+            for parent, local in zip(node.parents, node.local_grads):
+                parent.grad = local * node.grad
+
+    program = scalar.Program((scalar.Step("input", (), 0.0), scalar.Step("add", (0, 0))), 1)
+    with pytest.raises(CheckFailed, match="added"):
+        scalar.check_backward(program, [1.0], _engine_with(backward=overwrite))
+
+
+def test_check_backward_names_double_counting():
+    def twice(root):
+        REF.backward(root)
+        REF.backward(root)
+
+    program = scalar.Program((scalar.Step("input", (), 0.0), scalar.Step("add", (0, 0))), 1)
+    with pytest.raises(CheckFailed, match="2 times the true one"):
+        scalar.check_backward(program, [0.3], _engine_with(backward=twice))
+
+
+def test_check_node_rejects_copied_parents_and_wrong_locals():
+    a, b = REF.Value(2.0), REF.Value(3.0)
+    copied = REF.Value(5.0, (REF.Value(2.0), b), (1.0, 1.0))
+    with pytest.raises(CheckFailed, match="not the input node itself"):
+        scalar.check_node(copied, "add", data=5.0, parents=(a, b), local_grads=(1.0, 1.0))
+    with pytest.raises(CheckFailed, match=r"mul.local_grads\[0\] is wrong"):
+        scalar.check_node(REF.Value(6.0, (a, b), (2.0, 3.0)), "mul", data=6.0, parents=(a, b), local_grads=(3.0, 2.0))
+    with pytest.raises(CheckFailed, match=r"returned float, which has no \.data"):
+        scalar.check_node(6.0, "mul", data=6.0, parents=(a, b), local_grads=(3.0, 2.0))
+
+
+def test_check_topological_order_catches_each_mistake():
+    a = REF.Value(1.0)
+    b = REF.add(a, a)
+    c = REF.sin(b)
+    good = REF.topological_order(c)
+    scalar.check_topological_order(good, c)
+    with pytest.raises(CheckFailed, match="more than once"):
+        scalar.check_topological_order([a, a, b, c], c)
+    with pytest.raises(CheckFailed, match="leaves out 1"):
+        scalar.check_topological_order([b, c], c)
+    with pytest.raises(CheckFailed, match="before one of its parents"):
+        scalar.check_topological_order(list(reversed(good)), c)
+    with pytest.raises(CheckFailed, match="list of nodes"):
+        scalar.check_topological_order(None, c)
+
+
+def test_program_strings_read_like_math():
+    program = scalar.Program(
+        (scalar.Step("input", (), 0.0), scalar.Step("input", (), 1.0), scalar.Step("add", (0, 1)),
+         scalar.Step("const", (), 2.0), scalar.Step("mul", (2, 3)), scalar.Step("relu", (4,))), 2)
+    assert str(program) == "relu((x0 + x1) * 2)"
+    value, grads = scalar.run_torch(program, [1.0, -3.0])
+    assert value == 0.0 and grads == [0.0, 0.0]
+
+
+# plots, references, modes --------------------------------------------------------
+def test_draw_graph_shows_values_and_gradients():
+    x, y, z = REF.Value(-2.0, label="x"), REF.Value(5.0, label="y"), REF.Value(-4.0, label="z")
+    f = REF.mul(REF.add(x, y), z)
+    REF.backward(f)
+    from goingdeeper.plotting import draw_graph
+
+    ax = draw_graph(f)
+    boxes = [t.get_text() for t in ax.texts if t.get_bbox_patch() is not None]
+    texts = " | ".join(t.get_text() for t in ax.texts)
+    assert sorted(boxes) == sorted(["x\n-2", "y\n5", "z\n-4", "+\n3", "\u00d7\n-12"])
+    assert texts.count("grad -4") == 3 and "grad 3" in texts and "grad 1" in texts
+    arrows = [t for t in ax.texts if getattr(t, "arrow_patch", None) is not None]
+    assert len(arrows) == 4  # x->q, y->q, q->f, z->f
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_load_reference_explains_a_missing_autograder(monkeypatch, tmp_path):
+    monkeypatch.setenv("GOINGDEEPER_AUTOGRADER", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="GOINGDEEPER_AUTOGRADER"):
+        grading.load_reference("no_such_topic")
+
+
+def test_grading_mode_reads_nbgrader_environment(monkeypatch):
+    monkeypatch.delenv("NBGRADER_EXECUTION", raising=False)
+    assert grading_mode() is None
+    monkeypatch.setenv("NBGRADER_EXECUTION", "autograde")
+    assert grading_mode() == "autograde"
+
+
+def test_reference_sin_graph_and_lecture_example():
+    assert REF.lecture_backprop(-2.0, 5.0, -4.0) == (-12.0, -4.0, -4.0, 3.0)
+    z, L, dz, dx, dy = REF.sin_graph(1.0, 2.0)
+    assert (z, L) == (3.0, math.sin(3.0)) and dz == dx == dy == math.cos(3.0)

@@ -1,0 +1,68 @@
+"""notebooks/ is exactly nbgrader's release of solutions/, and committed notebooks are clean."""
+
+from __future__ import annotations
+
+import shutil
+
+import nbformat
+import pytest
+
+from goingdeeper import course
+from goingdeeper.course import assignments, notebook_problems, stale_release, strip_notebook
+
+
+@pytest.mark.parametrize("assignment", assignments())
+def test_release_is_fresh(assignment):
+    stale = stale_release(assignment)
+    assert not stale, f"notebooks/{assignment} is stale in {stale}: run `bash course.sh release` and commit it"
+
+
+def test_stale_release_is_detected(tmp_path, monkeypatch):
+    """The freshness check itself can fail: edit a copy of the release and it must notice."""
+    assignment = assignments()[0]
+    copy = tmp_path / "notebooks"
+    shutil.copytree(course.RELEASE, copy)
+    (path,) = (copy / assignment).glob("*.ipynb")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].source += "\n\nEdited by hand."
+    nbformat.write(nb, path)
+    monkeypatch.setattr(course, "RELEASE", copy)
+    assert stale_release(assignment) == [path.name]
+
+
+def _committed_notebooks(root):
+    return sorted(p for d in ("solutions", "notebooks") for p in (root / d).rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def test_committed_notebooks_have_no_outputs_or_widget_state(root):
+    notebooks = _committed_notebooks(root)
+    assert notebooks
+    problems = {str(p.relative_to(root)): notebook_problems(nbformat.read(p, as_version=4)) for p in notebooks}
+    assert not any(problems.values()), f"run `bash course.sh strip`: {problems}"
+
+
+def test_release_has_no_solutions_or_hidden_tests(root):
+    for path in (root / "notebooks").rglob("*.ipynb"):
+        text = path.read_text()
+        for marker in ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "load_reference"):
+            assert marker not in text, f"{path.relative_to(root)} contains {marker!r}"
+
+
+def test_every_assignment_is_released(root):
+    for assignment in assignments():
+        sources = sorted(p.name for p in (root / "solutions" / assignment).glob("*.ipynb"))
+        released = sorted(p.name for p in (root / "notebooks" / assignment).glob("*.ipynb"))
+        assert sources and sources == released
+
+
+def test_strip_removes_outputs_and_widget_state(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nb.cells[0].outputs = [nbformat.v4.new_output("execute_result", data={"text/plain": "2"}, execution_count=1)]
+    nb.cells[0].execution_count = 1
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, path)
+    assert notebook_problems(nbformat.read(path, as_version=4))
+    assert strip_notebook(path) is True
+    assert notebook_problems(nbformat.read(path, as_version=4)) == []
+    assert strip_notebook(path) is False
