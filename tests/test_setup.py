@@ -74,8 +74,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=5) as response:
+def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
         return response.status, response.read()
 
 
@@ -106,7 +106,8 @@ def test_lab_opens_the_series_headless_on_loopback(root):
         status, body = _get(f"{base}/lab/tree/notebooks/{assignment}/{assignment}.ipynb?token={token}")
         assert status == 200 and b"JupyterLab" in body
         # The formgrader reads the course configuration: it sees our assignments in solutions/.
-        status, body = _get(f"{base}/formgrader/api/assignments?token={token}")
+        # (Its first request creates the gradebook, which takes a while on a fresh clone.)
+        status, body = _get(f"{base}/formgrader/api/assignments?token={token}", timeout=120)
         assert assignment in {a["name"] for a in json.loads(body)}, body[:500]
         import psutil
 
