@@ -8,6 +8,7 @@
 #   bash course.sh check          fail if notebooks/ is stale or a notebook carries outputs
 #   bash course.sh execute        run the solved series into build/solved/ (notebooks + HTML)
 #   bash course.sh nbgrader ARGS  run nbgrader with the course configuration (autograder/)
+#   bash course.sh grade A|all    grade submissions: parallel, sandboxed, tamper-resistant, with a report
 #   bash course.sh setup          only create or update the virtual environment
 #
 # The virtual environment lives in .venv/ (override with GOINGDEEPER_VENV) and is
@@ -81,12 +82,15 @@ case "$cmd" in
     setup; activate
     cd "$ROOT"
     exec python -m goingdeeper.course "$cmd" ;;
+  grade)
+    setup; activate
+    exec python "$ROOT/autograder/grade.py" "$@" ;;
   nbgrader)
     setup; activate
     cd "$ROOT/autograder"
     exec nbgrader "$@" ;;
   help|-h|--help)
-    sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
   *)
     die "unknown command '$cmd'. Try: bash course.sh help" ;;
 esac
