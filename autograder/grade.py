@@ -97,8 +97,9 @@ class Result:
     status: str = "graded"  # graded | problems | ungradable
     reason: str = ""
     cells: list[CellResult] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)  # attempts to tamper with grading
+    problems: list[str] = field(default_factory=list)  # timeouts and crashes while grading
+    notes: list[str] = field(default_factory=list)  # edited, deleted or duplicated cells
     seconds: float = 0.0
     sandbox: str = ""
 
@@ -164,6 +165,71 @@ def prepare(student_nb, source_nb, source_cells: dict[str, Any], grade_cells: di
         seen.add(gid)
     student_nb.cells = cells
     return student_nb
+
+
+# -- reading the student's code for tampering ------------------------------------------------
+WATCHED_MODULES = ("numpy", "torch", "math", "builtins", "goingdeeper", "IPython", "sys", "gc", "inspect")
+SUSPICIOUS_CALLS = {"set_custom_exc": "installs an IPython exception handler",
+                    "settrace": "installs a trace function", "setprofile": "installs a profile function",
+                    "get_objects": "walks the interpreter's objects (gc.get_objects)",
+                    "get_referrers": "walks the interpreter's objects (gc.get_referrers)"}
+
+
+def scan_for_tampering(source: str) -> list[str]:
+    """Flags for code that changes library or grader objects, found by reading the cell (not running it)."""
+    import ast
+
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.split(".")[0] in WATCHED_MODULES:
+                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in WATCHED_MODULES:
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+        elif isinstance(node, ast.ImportFrom) and node.module == "ctypes" or (
+                isinstance(node, ast.Import) and any(a.name == "ctypes" for a in node.names)):
+            aliases["ctypes"] = "ctypes"
+
+    def dotted(node) -> str | None:
+        parts = []
+        while isinstance(node, ast.Attribute):
+            parts.append(node.attr)
+            node = node.value
+        if isinstance(node, ast.Name) and node.id in aliases:
+            return ".".join([aliases[node.id], *reversed(parts)])
+        return None
+
+    flags = []
+    for node in ast.walk(tree):
+        targets = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        elif isinstance(node, ast.Delete):
+            targets = node.targets
+        for target in targets:
+            name = dotted(target) if isinstance(target, ast.Attribute) else None
+            if isinstance(target, ast.Subscript) and dotted(target.value) in ("sys.modules",):
+                name = "sys.modules[...]"
+            if name:
+                flags.append(f"code replaces {name}")
+        if isinstance(node, ast.Call):
+            func = node.func
+            attr = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if attr in SUSPICIOUS_CALLS:
+                flags.append(f"code {SUSPICIOUS_CALLS[attr]}")
+            if attr == "setattr" and node.args and dotted(node.args[0]):
+                flags.append(f"code replaces attributes of {dotted(node.args[0])} with setattr")
+    if "ctypes" in aliases:
+        flags.append("code imports ctypes")
+    return flags
 
 
 # -- grading one submission ------------------------------------------------------------
@@ -243,22 +309,27 @@ class Grader:
             return self.restart(str(exc))
         return True
 
+    def ensure_running(self) -> None:
+        if self.sandbox.sock is None and not self.restart("the notebook's process is not running"):
+            raise RunnerDied("the notebook's process kept dying, so grading stopped")
+
     def run_student_cell(self, cell) -> list[dict]:
+        self.ensure_running()
         budget = self.cell_budget()
         try:
             reply = self.sandbox.request({"op": "run", "source": cell.source}, budget, "running this cell")
         except RunnerDied as exc:
-            self.result.notes.append(f"a cell ended the notebook's process: {exc}")
+            self.result.problems.append(f"a cell ended the notebook's process: {exc}")
             if not self.restart(str(exc)):
                 raise
-            return [_error("GraderError", f"This cell could not run: {exc}. It was skipped.")]
+            return [_error("GraderError", f"This cell could not run: {exc}. It was left out.")]
         outputs = []
         if reply.get("stdout"):
             outputs.append(_stream("stdout", reply["stdout"]))
         if reply.get("stderr"):
             outputs.append(_stream("stderr", reply["stderr"]))
         if reply.get("timed_out"):
-            self.result.notes.append(f"a cell ran past the {budget:.0f} s limit and was interrupted")
+            self.result.problems.append(f"a cell ran past the {budget:.0f} s limit and was interrupted")
             outputs.append(_error("TimeoutError", f"This cell ran past the {budget:.0f} s limit and was interrupted."))
             return outputs
         error = reply.get("error")
@@ -266,9 +337,20 @@ class Grader:
             outputs.append(_error(str(error.get("ename")), str(error.get("evalue")),
                                   str(error.get("traceback", "")).splitlines()[-30:]))
         self.executed.append(cell.source)
+        self.collect_tamper_report()
         return outputs
 
+    def collect_tamper_report(self) -> None:
+        try:
+            report = self.sandbox.request({"op": "tamper"}, 10, "asking for the tamper report").get("value") or []
+        except RunnerDied:
+            return
+        for flag in report if isinstance(report, list) else []:
+            if str(flag)[:200] not in self.result.flags:
+                self.result.flags.append(str(flag)[:200])
+
     def run_test_cell(self, cell, namespace: dict, gid: str, points: float) -> tuple[list[dict], CellResult]:
+        self.ensure_running()
         budget = self.cell_budget()
         self.remote.deadline = time.monotonic() + budget
         self.remote.attributes.clear()  # the student's cells ran since the last test
@@ -282,11 +364,12 @@ class Grader:
             passed = True
         except RunnerDied as exc:
             ename, message = "GraderError", f"the notebook's process ended during this test: {exc}"
-            self.result.notes.append(f"{gid}: {exc}")
+            self.result.problems.append(f"{gid}: {exc}")
             if not self.restart(str(exc)):
                 raise
         except CellTimeout as exc:
             ename, message = "TimeoutError", f"{exc} (limit {budget:.0f} s)"
+            self.result.problems.append(f"{gid}: the student's code ran past the time limit")
         except RecursionError:
             ename, message = "RecursionError", "maximum recursion depth exceeded"
         except NotImplementedError as exc:
@@ -341,15 +424,14 @@ class Grader:
                 self.log(f"{gid}: {'passed' if res.passed else res.message[:300]} "
                          f"({self.remote.calls - calls} requests, {time.monotonic() - began:.2f} s)")
             else:
+                for flag in scan_for_tampering(cell.source):
+                    if flag not in self.result.flags:
+                        self.result.flags.append(flag)
                 cell.outputs = self.run_student_cell(cell)
             if "execution_count" in cell:
                 cell.execution_count = None
         self.check_setup_names(trusted)
-        try:
-            tamper = self.sandbox.request({"op": "tamper"}, 10, "asking for the tamper report").get("value") or []
-            self.result.flags.extend(str(t)[:200] for t in tamper)
-        except RunnerDied:
-            pass
+        self.collect_tamper_report()
 
     def close(self) -> None:
         self.sandbox.kill()
@@ -387,9 +469,8 @@ def grade_submission(task: Task) -> Result:
         for gid, points in grade_cells.items():
             if gid not in graded:
                 result.cells.append(CellResult(gid, 0.0, points, False, "test cell did not run"))
-        if any(n.startswith(("a cell ran past", "a cell ended")) or ": the notebook's process" in n for n in result.notes):
-            result.status, result.reason = "problems", "; ".join(
-                n for n in result.notes if n.startswith(("a cell", "test")) or "process" in n)[:500]
+        if result.problems:
+            result.status, result.reason = "problems", "; ".join(result.problems)[:1000]
         out_dir = Path(task.autograded)
         out_dir.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, out_dir / Path(task.path).name)
@@ -411,6 +492,8 @@ def grade_submission(task: Task) -> Result:
     result.seconds = round(time.monotonic() - start, 2)
     for flag in result.flags:
         log(f"FLAG {flag}")
+    for problem in result.problems:
+        log(f"problem: {problem}")
     for note in result.notes:
         log(f"note: {note}")
     log(f"status {result.status} {result.reason}; score {result.score}/{result.max_score} in {result.seconds} s")
@@ -462,12 +545,12 @@ def write_csv(path: Path, results: list[Result]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["assignment", "student", "notebook", "status", "reason", "score", "max_score", "flags",
-                         "notes", "seconds", *cell_ids])
+                         "problems", "notes", "seconds", *cell_ids])
         for r in sorted(results, key=lambda r: (r.assignment, r.student)):
             by_id = {c.grade_id: c.points for c in r.cells}
             writer.writerow([r.assignment, r.student, r.notebook, r.status, r.reason,
                              "" if r.score is None else r.score, r.max_score, "; ".join(r.flags),
-                             "; ".join(r.notes), r.seconds,
+                             "; ".join(r.problems), "; ".join(r.notes), r.seconds,
                              *["" if r.status == "ungradable" else by_id.get(g, "") for g in cell_ids]])
 
 

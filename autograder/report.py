@@ -73,7 +73,8 @@ def write_report(path: Path, assignment: str, results: list[Any]) -> None:
                  "<th>reason, flags and notes</th><th>seconds</th></tr>")
     for r in sorted(results, key=lambda r: r.student):
         score = "&mdash;" if r.score is None else f"{r.score:g} / {r.max_score:g}"
-        details = [e(r.reason)] if r.reason else []
+        details = [e(r.reason)] if r.reason and r.status == "ungradable" else []
+        details += [e(p) for p in r.problems]
         details += [f"<span class='flag'>flag: {e(f)}</span>" for f in r.flags]
         details += [f"<span class='small'>{e(n)}</span>" for n in r.notes]
         parts.append(f"<tr><td>{e(r.student)}</td><td>{score}</td><td>{e(r.status)}</td>"

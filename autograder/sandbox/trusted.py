@@ -47,8 +47,12 @@ class Limits:
     tmp_mb: int = 256
 
 
-class RunnerDied(Exception):
-    """The sandboxed process ended or had to be killed; the message says why."""
+class RunnerDied(BaseException):
+    """The sandboxed process ended or had to be killed; the message says why.
+
+    A BaseException, like KeyboardInterrupt, so that test code catching
+    Exception (our ``call`` helper does) cannot swallow it.
+    """
 
 
 class CellTimeout(Exception):
@@ -292,9 +296,13 @@ class Sandbox:
             code = self.proc.poll() if self.proc else None
         if code is None:
             return ""
+        if code > 128 and self.use_bwrap:  # bubblewrap reports a signal as 128 + its number
+            code = 128 - code
         if code < 0:
-            sig = signal.Signals(-code).name
-            return f" (killed by {sig}{', probably the memory limit' if sig == 'SIGKILL' else ''})"
+            try:
+                return f" (killed by {signal.Signals(-code).name})"
+            except ValueError:
+                pass
         return f" (exit code {code})"
 
     def request(self, msg: dict, timeout: float, what: str) -> dict:
