@@ -121,3 +121,45 @@ def test_wrong_implementations_are_rejected_with_feedback(graded):
             )
     assert not problems, "\n".join(problems)
 
+
+
+@pytest.fixture(scope="module")
+def ours(graded, tmp_path_factory):
+    """The same submissions graded by our command (autograder/grade.py) in a course with our layout."""
+    import subprocess
+    import sys
+
+    from goingdeeper.scratch import ROOT
+
+    a, name = graded["assignment"], graded["name"]
+    course = ScratchCourse(tmp_path_factory.mktemp(f"ours-{a}"), course_config=True)
+    course.add_source(a)
+    course.generate(a)
+    for student_dir in sorted((graded["course"].submitted_dir).iterdir()):
+        nb = nbformat.read(student_dir / a / name, as_version=4)
+        course.submit(student_dir.name, a, nb, name)
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "grade.py"), a, "--course", str(course.root),
+                          "--quiet"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return course
+
+
+def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
+    """Same verdict for every cell of the solution, the release and every wrong implementation."""
+    a, stem = graded["assignment"], Path(graded["name"]).stem
+    students = ["solution", "release"] + [_student(i) for i in range(len(graded["wrongs"]))]
+    disagreements = {}
+    for student in students:
+        theirs = graded["course"].cell_scores(a, student, stem)
+        mine = ours.cell_scores(a, student, stem)
+        if theirs != mine:
+            disagreements[student] = {g: (theirs[g], mine.get(g)) for g in theirs if theirs[g] != mine.get(g)}
+    assert not disagreements, disagreements
+
+
+def test_our_feedback_carries_the_same_failure_messages(graded, ours):
+    a, name = graded["assignment"], graded["name"]
+    for i, wrong in enumerate(graded["wrongs"]):
+        cell = graded_cells(ours.autograded_notebook(a, _student(i), name))[f"test_{wrong.answer}"]
+        _, errors = _outputs_text(cell)
+        assert wrong.feedback in errors, f"{wrong.answer} ({wrong.mistake}): {errors[:300]}"
