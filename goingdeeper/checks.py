@@ -19,8 +19,10 @@ from typing import Any
 
 __all__ = [
     "CheckFailed",
+    "as_array",
     "as_number",
     "call",
+    "expect_array_close",
     "expect_close",
     "expect_true",
     "passed",
@@ -144,3 +146,69 @@ def unpack(result: Any, names: tuple[str, ...], what: str) -> tuple[float, ...]:
             + "."
         )
     return tuple(as_number(v, n) for v, n in zip(result, names))
+
+
+def as_array(value: Any, name: str) -> "np.ndarray":
+    """Return ``value`` as a float numpy array, or fail saying what ``name`` holds instead."""
+    __tracebackhide__ = True
+    import numpy as np
+
+    if value is None or value is Ellipsis:
+        _fail(f"{name} is {value!r}: fill in the blank with an array.")
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().numpy()
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        _fail(f"{name} should be an array of numbers, but it is a {type(value).__name__}: {value!r:.80}")
+    return arr
+
+
+def expect_array_close(
+    actual: Any,
+    expected: Any,
+    name: str,
+    *,
+    hint: str = "",
+    rtol: float = 1e-6,
+    atol: float = 1e-9,
+    batch_size: int | None = None,
+) -> None:
+    """Fail unless ``actual`` has ``expected``'s shape and values; name the usual mistakes when it does not.
+
+    Recognised: a transposed result, a flipped sign, and (given ``batch_size``)
+    a result averaged over the batch where it should be summed, or the reverse.
+    The message gives the largest error and where it is.
+    """
+    __tracebackhide__ = True
+    import numpy as np
+
+    got = as_array(actual, name)
+    want = np.asarray(expected, dtype=float)
+    if got.shape != want.shape:
+        if got.ndim == 2 and got.shape == want.T.shape:
+            _fail(f"{name} has shape {got.shape} but should have shape {want.shape}: it looks transposed. {hint}".strip())
+        _fail(f"{name} has shape {got.shape} but should have shape {want.shape}. {hint}".strip())
+    if np.allclose(got, want, rtol=rtol, atol=atol) and not np.isnan(got).any():
+        return
+    if np.isnan(got).any() or np.isinf(got).any():
+        _fail(f"{name} contains nan or inf: look for an overflow (exp of a large number) or a division by zero. {hint}".strip())
+    diagnosis = ""
+    close = lambda a, b: np.allclose(a, b, rtol=max(rtol, 1e-6), atol=max(atol, 1e-9))  # noqa: E731
+    if got.ndim == 2 and got.shape[0] == got.shape[1] and close(got, want.T):
+        diagnosis = " It equals the transpose of the right answer."
+    elif close(got, -want):
+        diagnosis = " It has the right size but the wrong sign."
+    elif batch_size and batch_size > 1 and close(got * batch_size, want):
+        diagnosis = (f" It is {batch_size} times too small (the batch size): you averaged over the batch "
+                     "where the gradient sums over it.")
+    elif batch_size and batch_size > 1 and close(got, want * batch_size):
+        diagnosis = (f" It is {batch_size} times too large (the batch size): you summed over the batch "
+                     "where it should be averaged.")
+    error = np.abs(got - want)
+    worst = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
+    where = f" at index {tuple(int(i) for i in worst)}" if worst else ""
+    _fail(
+        f"{name} is wrong: the largest error is {float(error.max()):.3g}{where} "
+        f"(expected {float(want[worst]):.6g}, got {float(got[worst]):.6g}).{diagnosis} {hint}".strip()
+    )

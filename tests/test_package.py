@@ -199,3 +199,62 @@ def test_reference_sin_graph_and_lecture_example():
     assert REF.lecture_backprop(-2.0, 5.0, -4.0) == (-12.0, -4.0, -4.0, 3.0)
     z, L, dz, dx, dy = REF.sin_graph(1.0, 2.0)
     assert (z, L) == (3.0, math.sin(3.0)) and dz == dx == dy == math.cos(3.0)
+
+
+def test_gradient_flow_explorer_redraws_from_the_given_network():
+    import ipywidgets
+
+    from goingdeeper import fc
+
+    ref = grading.load_reference("fully_connected")
+    calls = []
+
+    def measure(**kwargs):
+        calls.append(kwargs)
+        return fc.gradient_norms(ref.init_weights, ref.mlp_forward, ref.mlp_backward, **kwargs)
+
+    panel = fc.gradient_flow_explorer(measure)
+    assert isinstance(panel, ipywidgets.VBox)
+    sliders = {w.description: w for box in panel.children[:2] for w in box.children}
+    sliders["depth"].value = 12
+    sliders["activation"].value = "sigmoid"
+    assert calls[-1] == {"depth": 12, "activation": "sigmoid", "scheme": "xavier", "scale": 1.0}
+    assert len(calls) == 3  # drawn once, then once per change
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+
+
+def test_gradient_norms_show_the_lectures_three_regimes():
+    from goingdeeper import fc
+
+    ref = grading.load_reference("fully_connected")
+
+    def lam(activation, scheme):
+        norms = fc.gradient_norms(ref.init_weights, ref.mlp_forward, ref.mlp_backward, depth=40,
+                                  activation=activation, scheme=scheme)
+        return ref.fit_lambda(norms)[1]
+
+    assert lam("sigmoid", "xavier") < 0.5  # vanishes
+    assert 0.9 < lam("tanh", "xavier") < 1.1 and 0.9 < lam("relu", "he") < 1.1  # stable
+    assert lam("relu", "large") > 2  # explodes
+
+
+def test_expect_array_close_names_the_usual_mistakes():
+    from goingdeeper.checks import expect_array_close
+
+    want = np.array([[1.0, 2.0], [3.0, 4.0]])
+    with pytest.raises(CheckFailed, match="transpose"):
+        expect_array_close(want.T, want, "dW")
+    with pytest.raises(CheckFailed, match="looks transposed"):
+        expect_array_close(np.ones((3, 2)), np.ones((2, 3)), "dW")
+    with pytest.raises(CheckFailed, match="wrong sign"):
+        expect_array_close(-want, want, "dW")
+    with pytest.raises(CheckFailed, match="averaged over the batch"):
+        expect_array_close(want / 4, want, "db", batch_size=4)
+    with pytest.raises(CheckFailed, match="nan or inf"):
+        expect_array_close(np.array([np.nan, 1.0]), np.ones(2), "a")
+    with pytest.raises(CheckFailed, match=r"largest error is 1 at index \(1, 1\)"):
+        expect_array_close(want + np.array([[0, 0], [0, 1.0]]), want, "x")
+    with pytest.raises(CheckFailed, match="fill in the blank"):
+        expect_array_close(None, want, "x")

@@ -119,6 +119,7 @@ class Sandbox:
 
     proc: subprocess.Popen | None = None
     sock: socket.socket | None = None
+    on_callback: Any = None  # answers the student's calls of functions the grader lent it
     runner_pid: int | None = None
     output: bytearray = field(default_factory=bytearray)
 
@@ -305,6 +306,21 @@ class Sandbox:
                 pass
         return f" (exit code {code})"
 
+    def _recv_reply(self, timeout: float, what: str) -> dict:
+        """The reply to our request, answering the student's calls of lent functions meanwhile."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self._recv(deadline - time.monotonic(), what)
+            if "callback" not in reply:
+                return reply
+            answer = self.on_callback(reply) if self.on_callback else {
+                "error": {"type": "RuntimeError", "message": "no function was lent"}}
+            try:
+                wire.send(self.sock, answer)
+            except OSError as exc:
+                self.kill()
+                raise RunnerDied(f"the notebook's process is gone ({exc})") from None
+
     def request(self, msg: dict, timeout: float, what: str) -> dict:
         """Send ``msg``; wait up to ``timeout`` s; on timeout interrupt, then kill. Returns the reply dict."""
         if self.sock is None:
@@ -315,11 +331,11 @@ class Sandbox:
             self.kill()
             raise RunnerDied(f"the notebook's process is gone ({exc})") from None
         try:
-            return self._recv(timeout, what)
+            return self._recv_reply(timeout, what)
         except TimeoutError:
             self.interrupt()
             try:
-                reply = self._recv(5.0, what)
+                reply = self._recv_reply(5.0, what)
             except TimeoutError:
                 self.kill()
                 raise RunnerDied(
@@ -342,6 +358,20 @@ class Remote:
         # Attribute reads are cached until the student's code next runs (a call, an operator, a cell):
         # only then can attributes change. Writes from the grader's side update the cache.
         self.attributes: dict[tuple[int, str], Any] = {}
+        # Functions of the test (a loss to differentiate, say) lent to the student's code, by number.
+        self.lent: list[Any] = []
+        sandbox.on_callback = self._answer_callback
+
+    def _answer_callback(self, msg: dict) -> dict:
+        try:
+            function = self.lent[int(msg["callback"])]
+            args = wire.decode(msg.get("args", []), self._resolve)
+            kwargs = wire.decode(msg.get("kwargs", {"__dict__": []}), self._resolve)
+            if not isinstance(args, list) or not isinstance(kwargs, dict):
+                raise TypeError("malformed call")
+            return {"value": self._encode(function(*args, **kwargs))}
+        except Exception as exc:  # noqa: BLE001 - reported to the student's code as its exception
+            return {"error": {"type": type(exc).__name__, "message": str(exc)[:500]}}
 
     def reset(self) -> None:
         self.proxies.clear()
@@ -359,6 +389,9 @@ class Remote:
         def ref(obj: Any) -> Any:
             if isinstance(obj, Proxy) and object.__getattribute__(obj, "_remote") is self:
                 return {"__ref__": object.__getattribute__(obj, "_ref")}
+            if callable(obj) and not isinstance(obj, type):
+                self.lent.append(obj)
+                return {"__callback__": len(self.lent) - 1}
             raise TypeError(f"a {type(obj).__name__} cannot be passed to the student's code")
 
         return wire.encode(value, ref)

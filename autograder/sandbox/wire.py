@@ -142,7 +142,7 @@ def decode(data: Any, resolve_ref: Callable[[dict], Any]) -> Any:
 
         tensor = torch.from_numpy(_decode_array(data["__tensor__"]).copy())
         return tensor.requires_grad_(bool(data.get("requires_grad"))) if tensor.is_floating_point() else tensor
-    if "__ref__" in data:
+    if "__ref__" in data or "__callback__" in data:
         return resolve_ref(data)
     raise WireError("unknown tag on the wire")
 
