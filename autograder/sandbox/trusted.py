@@ -181,7 +181,7 @@ class Sandbox:
     def start(self) -> None:
         parent, child = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GOINGDEEPER_", "JUPYTER", "NBGRADER"))}
-        env.update({"MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1",
+        env.update({"MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "NBGRADER_EXECUTION": "autograde",
                     "GRADER_MAX_CELL_OUTPUT": str(self.limits.output_kb * 1024)})
         if not self.use_bwrap:
             env["HOME"] = str(self.scratch / "work")

@@ -21,6 +21,10 @@ class Wrong:
 
 
 def by_assignment() -> dict[str, list[Wrong]]:
-    from . import computational_graphs, fully_connected
+    from . import batchnorm, computational_graphs, fully_connected
 
-    return {"01_computational_graphs": computational_graphs.WRONG, "02_fully_connected": fully_connected.WRONG}
+    return {
+        "01_computational_graphs": computational_graphs.WRONG,
+        "02_fully_connected": fully_connected.WRONG,
+        "03_batchnorm": batchnorm.WRONG,
+    }

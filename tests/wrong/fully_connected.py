@@ -80,7 +80,7 @@ def norm_sq_backprop(x, W):
 def norm_sq_backprop(x, W):
     q = W @ x
     return float(q @ q), np.outer(x, 2 * q), W.T @ (2 * q)
-''', "looks transposed"),
+''', "transpose"),
     Wrong("grad_check", "uses the one-sided difference", '''
 def numerical_gradient(f, x, h=1e-5):
     grad = np.zeros_like(x, dtype=float)
