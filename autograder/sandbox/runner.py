@@ -81,6 +81,21 @@ class AlwaysDifferent:
     __slots__ = ()
 
 
+class LentObject:
+    """An object the grader lent (a random generator, say): its public methods run in the grader."""
+
+    def __init__(self, runner: "Runner", number: int, type_name: str) -> None:
+        self._runner, self._number, self._type = runner, number, type_name
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return self._runner.callback(self._number, name)
+
+    def __repr__(self) -> str:
+        return f"<{self._type} lent by the grader>"
+
+
 class Runner:
     def __init__(self, sock: socket.socket) -> None:
         self.pid = os.getpid()
@@ -139,17 +154,19 @@ class Runner:
 
     def resolve_ref(self, data: dict) -> object:
         if "__callback__" in data:
+            if data.get("object"):
+                return LentObject(self, int(data["__callback__"]), str(data.get("type", "object")))
             return self.callback(int(data["__callback__"]))
         try:
             return self.refs[int(data["__ref__"])]
         except (KeyError, ValueError, TypeError):
             raise wire.WireError("unknown reference") from None
 
-    def callback(self, number: int):
-        """A function that the grader lent to the student's code: calling it asks the grader."""
+    def callback(self, number: int, method: str | None = None):
+        """A function (or an object's method) that the grader lent to the student's code: calling it asks the grader."""
 
         def grader_function(*args, **kwargs):
-            wire.send(self.sock, {"callback": number, "args": self.encode(list(args)),
+            wire.send(self.sock, {"callback": number, "method": method, "args": self.encode(list(args)),
                                   "kwargs": self.encode(dict(kwargs))})
             reply = wire.recv(self.sock)
             if "error" in reply:
@@ -216,7 +233,12 @@ class Runner:
         if op == "call":
             args = self.decode(msg.get("args", []))
             kwargs = self.decode(msg.get("kwargs", {"__dict__": []}))
-            return {"value": self.encode(target(*args, **kwargs))}
+            value = target(*args, **kwargs)
+            # Arrays arrive as copies: send their final contents back, so in-place changes reach the caller.
+            np = sys.modules.get("numpy")
+            after = [[i, self.encode(a)] for i, a in enumerate(args) if np is not None and type(a) is np.ndarray]
+            after += [[k, self.encode(a)] for k, a in kwargs.items() if np is not None and type(a) is np.ndarray]
+            return {"value": self.encode(value), "arrays_after": after}
         if op == "binop":
             fn = getattr(operator, str(msg["name"]))
             other = self.decode(msg["other"])

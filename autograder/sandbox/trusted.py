@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from . import wire
 
 HERE = Path(__file__).resolve().parent
@@ -365,6 +367,11 @@ class Remote:
     def _answer_callback(self, msg: dict) -> dict:
         try:
             function = self.lent[int(msg["callback"])]
+            method = msg.get("method")
+            if method is not None:
+                if not isinstance(method, str) or method.startswith("_"):
+                    raise AttributeError(f"{method!r} is not lent")
+                function = getattr(function, method)
             args = wire.decode(msg.get("args", []), self._resolve)
             kwargs = wire.decode(msg.get("kwargs", {"__dict__": []}), self._resolve)
             if not isinstance(args, list) or not isinstance(kwargs, dict):
@@ -389,14 +396,14 @@ class Remote:
         def ref(obj: Any) -> Any:
             if isinstance(obj, Proxy) and object.__getattribute__(obj, "_remote") is self:
                 return {"__ref__": object.__getattribute__(obj, "_ref")}
-            if callable(obj) and not isinstance(obj, type):
-                self.lent.append(obj)
-                return {"__callback__": len(self.lent) - 1}
-            raise TypeError(f"a {type(obj).__name__} cannot be passed to the student's code")
+            if isinstance(obj, type):
+                raise TypeError(f"a class ({obj.__name__}) cannot be passed to the student's code")
+            self.lent.append(obj)  # functions and objects are lent: the student's calls come back here
+            return {"__callback__": len(self.lent) - 1, "object": not callable(obj), "type": type(obj).__name__}
 
         return wire.encode(value, ref)
 
-    def ask(self, msg: dict, what: str) -> Any:
+    def ask(self, msg: dict, what: str, full: bool = False) -> Any:
         self.calls += 1
         if msg["op"] not in ("getattr", "setattr", "lookup"):
             self.attributes.clear()
@@ -409,7 +416,8 @@ class Remote:
         if "error" in reply:
             raise _remote_exception(reply["error"])
         try:
-            return wire.decode(reply.get("value"), self._resolve)
+            value = wire.decode(reply.get("value"), self._resolve)
+            return {"value": value, "arrays_after": reply.get("arrays_after")} if full else value
         except (wire.WireError, ValueError, TypeError, KeyError) as exc:
             raise RemoteError(f"the student's process sent data the grader cannot read ({exc})") from None
 
@@ -454,8 +462,20 @@ class Proxy:
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         remote = object.__getattribute__(self, "_remote")
         name = self._label()
-        return self._ask("call", f"calling {name}", args=remote._encode(list(args)),
-                         kwargs=remote._encode(dict(kwargs)))
+        reply = remote.ask({"op": "call", "target": {"__ref__": object.__getattribute__(self, "_ref")},
+                            "args": remote._encode(list(args)), "kwargs": remote._encode(dict(kwargs))},
+                           f"calling {name}", full=True)
+        # In-place changes to array arguments, as Python's own call would show them.
+        for key, data in reply.get("arrays_after") or []:
+            original = args[key] if isinstance(key, int) and 0 <= key < len(args) else kwargs.get(key)
+            if isinstance(original, np.ndarray) and original.flags.writeable:
+                try:
+                    after = wire.decode(data, remote._resolve)
+                    if isinstance(after, np.ndarray) and after.shape == original.shape:
+                        np.copyto(original, after, casting="unsafe")
+                except (wire.WireError, ValueError, TypeError):
+                    pass
+        return reply["value"]
 
     def __repr__(self) -> str:
         return f"<{self._label()} object>"
