@@ -182,3 +182,37 @@ def test_cli_refuses_unknown_assignments(tmp_path):
     assert run.returncode == 2 and "'99_nothing' is not in the gradebook" in run.stderr
     run = _grade("01_computational_graphs", "--course", str(course.root))
     assert run.returncode == 1 and "no submissions" in run.stderr
+
+
+def test_a_real_sandbox_round_trip(tmp_path):
+    """Against a real runner: in-place changes to arrays come back, lent objects work, private ones do not."""
+    import time
+
+    from sandbox.trusted import CellTimeout, Limits, Sandbox, bwrap_available
+
+    sandbox = Sandbox(tmp_path / "scratch", Limits(), use_bwrap=bwrap_available())
+    sandbox.start()
+    try:
+        reply = sandbox.request({"op": "run", "source": (
+            "import numpy as np\n"
+            "def nudge(x):\n    x[0] += 1\n    return 'done'\n"
+            "def draw(rng, n):\n    return rng.normal(0, 1, size=n)\n"
+            "def private(rng):\n    return rng._bit_generator\n"
+            "def spin():\n    while True:\n        pass\n")}, 60, "defining")
+        assert reply["ok"], reply
+        remote = Remote(sandbox)
+        remote.deadline = time.monotonic() + 60
+        ns = RemoteGlobals(remote, {"np": np})
+        exec("x = np.zeros(3)\nr = nudge(x)\nd = draw(np.random.default_rng(0), 4)", ns)
+        assert ns["r"] == "done" and ns["x"].tolist() == [1.0, 0.0, 0.0]
+        assert np.array_equal(ns["d"], np.random.default_rng(0).normal(0, 1, size=4))
+        with pytest.raises(AttributeError):
+            exec("private(np.random.default_rng(0))", ns)
+        remote.deadline = time.monotonic() + 2
+        with pytest.raises(CellTimeout):
+            exec("spin()", ns)
+        remote.deadline = time.monotonic() + 10
+        exec("r2 = nudge(np.ones(2))", ns)  # the process survived the interrupt
+        assert ns["r2"] == "done"
+    finally:
+        sandbox.kill()
