@@ -142,16 +142,25 @@ def train(*, batchnorm: bool, lr: float, steps: int, depth: int = 6, width: int 
     gen = torch.Generator().manual_seed(seed + 1)
     for step in range(steps + 1):
         if step % record_every == 0:
-            model.eval() if batchnorm else None
+            model.eval()  # the loss as the model would predict (BN: running statistics)
+            with torch.no_grad():
+                full_loss = torch.nn.functional.cross_entropy(model(inputs[:1024]), labels[:1024]).item()
+            # What the watched layers see while training (BN: batch statistics), without moving
+            # the running statistics (momentum 0 for this one forward pass).
+            model.train()
+            norms = [m for m in model if isinstance(m, torch.nn.BatchNorm1d)]
+            momenta = [m.momentum for m in norms]
+            for m in norms:
+                m.momentum = 0.0
             captured: dict[int, Any] = {}
             hooks = [nonlinear[k - 1].register_forward_hook(
                 lambda mod, inp, out, k=k: captured.__setitem__(k, inp[0].detach())) for k in watch]
             with torch.no_grad():
-                full_loss = torch.nn.functional.cross_entropy(model(inputs[:1024]), labels[:1024]).item()
                 model(probe)
             for h in hooks:
                 h.remove()
-            model.train()
+            for m, momentum in zip(norms, momenta):
+                m.momentum = momentum
             for k, acts in captured.items():
                 run.percentiles.setdefault(k, []).append(
                     torch.quantile(acts.flatten()[:20000], torch.tensor([0.15, 0.5, 0.85])).tolist())
@@ -187,7 +196,7 @@ def activation_percentiles_figure(runs: list[Run], layer: int):
     """The internal-covariate-shift figure: percentiles of one layer's inputs over training, one panel per run."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.5), sharey=False)
+    fig, axes = plt.subplots(1, len(runs), figsize=(6 * len(runs), 3.5), sharey=True)
     for ax, run in zip(np.atleast_1d(axes), runs):
         p = np.array(run.percentiles[layer])
         steps = run.steps[: len(p)]
