@@ -244,6 +244,8 @@ def _init_worker(counter) -> None:
     if os.getuid() == 0 and shutil.which("setpriv") is not None:
         _WORKER_UID = 61000 + index
     warnings.simplefilter("ignore")
+    if "torch" in sys.modules:  # workers run side by side: one thread each
+        sys.modules["torch"].set_num_threads(1)
 
 
 def _stream(name: str, text: str):

@@ -183,6 +183,9 @@ class Sandbox:
     def start(self) -> None:
         parent, child = socket.socketpair()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GOINGDEEPER_", "JUPYTER", "NBGRADER"))}
+        # One thread per sandbox: the grader runs submissions side by side, and torch's thread pools
+        # fighting over the same cores make small networks many times slower.
+        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
         env.update({"MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "NBGRADER_EXECUTION": "autograde",
                     "GRADER_MAX_CELL_OUTPUT": str(self.limits.output_kb * 1024)})
         if not self.use_bwrap:
