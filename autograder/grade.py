@@ -395,12 +395,10 @@ class Grader:
                 return
             described = reply.get("value")
             mine = [str(getattr(value, "__module__", "")), str(getattr(value, "__qualname__", ""))]
-            if isinstance(value, type(sys)):
-                mine = ["", ""]
-            if described is not None and described != mine and not isinstance(value, type(sys)):
-                self.result.flags.append(f"redefined {name}, which the tests use")
             if described is None:
                 self.result.flags.append(f"deleted {name}, which the tests use")
+            elif not isinstance(value, type(sys)) and described != mine:  # modules describe differently
+                self.result.flags.append(f"redefined {name}, which the tests use")
 
     def grade(self, nb, grade_cells: dict[str, float]) -> None:
         self.sandbox.start()

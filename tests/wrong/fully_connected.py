@@ -41,6 +41,27 @@ def _activations(**replace: str) -> str:
     return "\n\n".join(replace.get(name, src).strip() for name, src in ACTIVATIONS_OK.items())
 
 
+CENTRED_GRADIENT = '''
+def numerical_gradient(f, x, h=1e-5):
+    grad = np.zeros_like(x, dtype=float)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + h
+        up = f(x)
+        x[i] = old - h
+        down = f(x)
+        x[i] = old
+        grad[i] = (up - down) / (2 * h)
+    return grad
+'''
+
+RELATIVE_ERROR = '''
+
+def relative_error(a, b):
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+'''
+
 MLP_FORWARD = '''
 def mlp_forward(x, params, activation):
     forward, _ = ACTIVATIONS[activation]
@@ -91,12 +112,7 @@ def numerical_gradient(f, x, h=1e-5):
         grad[i] = (f(x) - base) / h
         x[i] = old
     return grad
-
-
-def relative_error(a, b):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
-''', "centred difference"),
+''' + RELATIVE_ERROR, "centred difference"),
     Wrong("grad_check", "leaves x nudged (never puts the entry back)", '''
 def numerical_gradient(f, x, h=1e-5):
     grad = np.zeros_like(x, dtype=float)
@@ -108,25 +124,8 @@ def numerical_gradient(f, x, h=1e-5):
         down = f(x)
         grad[i] = (up - down) / (2 * h)
     return grad
-
-
-def relative_error(a, b):
-    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
-''', "changed x"),
-    Wrong("grad_check", "relative error without the floor: 0 / 0", '''
-def numerical_gradient(f, x, h=1e-5):
-    grad = np.zeros_like(x, dtype=float)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + h
-        up = f(x)
-        x[i] = old - h
-        down = f(x)
-        x[i] = old
-        grad[i] = (up - down) / (2 * h)
-    return grad
-
+''' + RELATIVE_ERROR, "changed x"),
+    Wrong("grad_check", "relative error without the floor: 0 / 0", CENTRED_GRADIENT + '''
 
 def relative_error(a, b):
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
