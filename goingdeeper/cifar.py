@@ -1,0 +1,367 @@
+"""CIFAR-10: find or download the official archive, load it as uint8 tensors, and batched augmentation.
+
+The data folder is, in this order: the ``root`` you pass, the environment variable
+``GOINGDEEPER_DATA``, or ``data/`` beside this package (the course checkout's ``data/``). It holds
+``cifar-10-batches-py/``, what the official ``cifar-10-python.tar.gz`` unpacks to; :func:`load` downloads
+and unpacks the archive there the first time. A folder given as ``root`` may also be
+``cifar-10-batches-py/`` itself.
+
+Images stay uint8, shape (N, 3, 32, 32), on whatever device you move them to. :func:`augment` (pad,
+random crop, random flip) and :func:`normalize` (to float32 with the training set's per-channel mean and
+standard deviation) work on a whole batch at once, on the batch's device, with no loop over images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+__all__ = [
+    "ARCHIVE", "ARCHIVE_BYTES", "CIFAR10", "CLASSES", "DataError", "ENV_VAR", "FOLDER", "MD5", "MEAN", "STD",
+    "URL", "augment", "channel_stats", "data_dir", "download", "find", "load", "normalize", "read_folder",
+]
+
+URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+MD5 = "c58f30108f718f92721af3b95e74349a"
+ARCHIVE = "cifar-10-python.tar.gz"
+ARCHIVE_BYTES = 170_498_071  # about 163 MB
+FOLDER = "cifar-10-batches-py"
+ENV_VAR = "GOINGDEEPER_DATA"
+TRAIN_FILES = tuple(f"data_batch_{k}" for k in range(1, 6))
+TEST_FILE = "test_batch"
+META_FILE = "batches.meta"
+FILES = (*TRAIN_FILES, TEST_FILE, META_FILE)
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+# Per-channel (R, G, B) mean and standard deviation of the 50,000 training images, as fractions of 255,
+# computed once with channel_stats(load().train_x). They were computed on this course's offline copy of
+# CIFAR-10 (JPEG-recompressed); the official archive's published figures are mean (0.4914, 0.4822, 0.4465)
+# and std (0.2470, 0.2435, 0.2616): the same means, standard deviations under 1 % apart.
+MEAN = (0.4913, 0.4821, 0.4465)
+STD = (0.2452, 0.2428, 0.2606)
+
+_urlopen: Callable[..., Any] = urllib.request.urlopen  # tests replace it to simulate the network
+
+
+class DataError(RuntimeError):
+    """The data is missing, broken or cannot be downloaded; the message says what to do."""
+
+
+# -- where the data lives -------------------------------------------------------------------------
+def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
+    """The data folder: ``root`` if given, else ``$GOINGDEEPER_DATA``, else ``data/`` beside the package."""
+    if root is None:
+        root = os.environ.get(ENV_VAR) or None
+    if root is None:
+        return Path(__file__).resolve().parent.parent / "data"
+    return Path(root).expanduser().resolve()
+
+
+def find(root: str | os.PathLike[str] | None = None) -> Path | None:
+    """The ``cifar-10-batches-py`` folder under the data folder (or the folder itself), if it has every file.
+
+    A cheap look (names only); :func:`read_folder` checks the contents.
+    """
+    base = data_dir(root)
+    for folder in (base / FOLDER, base):
+        if folder.is_dir() and all((folder / name).is_file() for name in FILES):
+            return folder
+    return None
+
+
+# -- reading --------------------------------------------------------------------------------------
+@dataclass
+class CIFAR10:
+    """CIFAR-10 as tensors: ``train_x`` uint8 (N, 3, 32, 32), ``train_y`` int64 (N,), the same for test.
+
+    The full set has 50,000 training and 10,000 test images; ``classes`` names the labels 0..9.
+    """
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...] = CLASSES
+
+    def __repr__(self) -> str:
+        return (f"CIFAR10({len(self.train_y)} train, {len(self.test_y)} test images, uint8 "
+                f"{tuple(self.train_x.shape[1:])}, on {self.device})")
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_x.device
+
+    def to(self, device: str | torch.device) -> CIFAR10:
+        """The same data on ``device`` (one copy of every tensor; none if it is already there)."""
+        return CIFAR10(self.train_x.to(device), self.train_y.to(device), self.test_x.to(device),
+                       self.test_y.to(device), self.classes)
+
+    def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> CIFAR10:
+        """A class-balanced random subset: ``n_train`` training and ``n_test`` test images (None: all).
+
+        Every class gets ``n // 10`` images (the first ``n % 10`` classes one more); images keep their
+        original order. The same seed gives the same subset.
+        """
+        g = torch.Generator().manual_seed(seed)
+        train = _balanced(self.train_y, n_train, g, "n_train")
+        test = _balanced(self.test_y, n_test, g, "n_test")
+        return CIFAR10(self.train_x[train], self.train_y[train], self.test_x[test], self.test_y[test], self.classes)
+
+
+def _balanced(labels: torch.Tensor, n: int | None, g: torch.Generator, what: str) -> torch.Tensor:
+    """Indices (sorted) of a class-balanced random subset of size n of ``labels`` (int64, (N,))."""
+    total = len(labels)
+    if n is None or n == total:
+        return torch.arange(total, device=labels.device)
+    classes = int(labels.max()) + 1
+    if not 0 < n <= total:
+        raise ValueError(f"{what} must be between 1 and {total} (the images there are); got {n}")
+    quota = torch.full((classes,), n // classes)
+    quota[: n % classes] += 1
+    perm = torch.randperm(total, generator=g)
+    shuffled = labels.cpu()[perm]
+    order = torch.argsort(shuffled, stable=True)  # grouped by class, random within a class
+    counts = torch.bincount(shuffled, minlength=classes)
+    if (counts < quota).any():
+        c = int(torch.nonzero(counts < quota)[0])
+        raise ValueError(f"{what}={n} needs {int(quota[c])} images of class {c}, but there are only {int(counts[c])}")
+    starts = torch.cumsum(counts, 0) - counts
+    rank = torch.arange(total) - starts[shuffled[order]]
+    keep = perm[order[rank < quota[shuffled[order]]]]
+    return torch.sort(keep).values.to(labels.device)
+
+
+def _read_batch(path: Path, folder: Path) -> tuple[Any, list[int]]:
+    import numpy as np
+
+    fix = (f"Delete {folder} and call load() again to download a fresh copy, or unpack {ARCHIVE} "
+           "there again.")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+        data, labels = batch[b"data"], list(batch[b"labels"])
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing: the file is broken
+        raise DataError(f"{path} is corrupt ({type(exc).__name__}: {exc}). {fix}") from None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        shape = getattr(data, "shape", type(data).__name__)
+        raise DataError(f"{path} is corrupt: its b'data' should be a uint8 array of shape (N, 3072), "
+                        f"not {getattr(data, 'dtype', '')} {shape}. {fix}")
+    if len(labels) != len(data) or len(data) == 0 or not all(0 <= int(v) < 10 for v in labels):
+        raise DataError(f"{path} is corrupt: {len(data)} images but {len(labels)} labels (which must be 0..9). {fix}")
+    return data, labels
+
+
+def read_folder(folder: str | os.PathLike[str]) -> CIFAR10:
+    """Read and check a ``cifar-10-batches-py`` folder (the official python layout). Raises DataError naming
+    the missing or corrupt file."""
+    import numpy as np
+
+    folder = Path(folder)
+    missing = [name for name in FILES if not (folder / name).is_file()]
+    if missing:
+        raise DataError(f"{folder} lacks {', '.join(missing)}: it is not a complete {FOLDER} folder. Delete it and "
+                        f"call load() again to download a fresh copy, or unpack {ARCHIVE} there again.")
+    parts = [_read_batch(folder / name, folder) for name in (*TRAIN_FILES, TEST_FILE)]
+    try:
+        with open(folder / META_FILE, "rb") as f:
+            names = tuple(n.decode() if isinstance(n, bytes) else str(n)
+                          for n in pickle.load(f, encoding="bytes")[b"label_names"])
+    except Exception as exc:  # noqa: BLE001
+        raise DataError(f"{folder / META_FILE} is corrupt ({type(exc).__name__}: {exc}). Delete {folder} and call "
+                        "load() again.") from None
+
+    def tensors(chunks: list[tuple[Any, list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.from_numpy(np.concatenate([c[0] for c in chunks])).view(-1, 3, 32, 32)
+        y = torch.tensor([v for c in chunks for v in c[1]], dtype=torch.int64)
+        return x, y
+
+    train_x, train_y = tensors(parts[:5])
+    test_x, test_y = tensors(parts[5:])
+    return CIFAR10(train_x, train_y, test_x, test_y, names if len(names) == 10 else CLASSES)
+
+
+# -- downloading ----------------------------------------------------------------------------------
+def _how_to_get_it(base: Path) -> str:
+    return (f"Download {URL} (md5 {MD5}, {ARCHIVE_BYTES:,} bytes, about 163 MB) with a browser or "
+            f"`curl -O`, and either put the file in {base}/ (the next load() checks and unpacks it) or "
+            f"unpack it there yourself (`tar xzf {ARCHIVE} -C {base}`) so that {base / FOLDER}/ exists. "
+            f"Data elsewhere? Pass the folder as load(root=...) or set the environment variable "
+            f"{ENV_VAR}=/path/to/folder.")
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fetch(base: Path, progress: bool) -> Path:
+    """Download the archive to a temporary file in ``base``, check its md5, then rename it to ``ARCHIVE``."""
+    from tqdm.auto import tqdm
+
+    fd, tmp_name = tempfile.mkstemp(dir=base, prefix=f".{ARCHIVE}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.md5()
+        try:
+            with os.fdopen(fd, "wb") as out, _urlopen(URL, timeout=60) as response:
+                size = int(response.headers.get("Content-Length") or ARCHIVE_BYTES)
+                with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {ARCHIVE}",
+                          disable=not progress, leave=False) as bar:
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        h.update(chunk)
+                        bar.update(len(chunk))
+        except Exception as exc:  # noqa: BLE001 - network, disk, truncated transfer: all need the same advice
+            raise DataError(f"Could not download CIFAR-10 from {URL} ({type(exc).__name__}: {exc}). "
+                            f"{_how_to_get_it(base)}") from None
+        if h.hexdigest() != MD5:
+            raise DataError(f"The download of {URL} is damaged ({tmp.stat().st_size:,} bytes, md5 {h.hexdigest()} "
+                            f"instead of {MD5}); nothing was kept. Try again, or: {_how_to_get_it(base)}")
+        os.replace(tmp, base / ARCHIVE)
+        return base / ARCHIVE
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unpack(archive: Path, base: Path) -> CIFAR10:
+    """Unpack to a temporary folder in ``base``, read and check it, then rename it to ``base/FOLDER``."""
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=".cifar-unpack-"))
+    try:
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                tar.extractall(tmp, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise DataError(f"Could not unpack {archive} ({type(exc).__name__}: {exc}). Delete it and call load() "
+                            f"again, or: {_how_to_get_it(base)}") from None
+        data = read_folder(tmp / FOLDER)
+        try:
+            os.rename(tmp / FOLDER, base / FOLDER)
+        except OSError:
+            if find(base) is None:  # not a concurrent load() that finished first
+                raise
+        return data
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def download(root: str | os.PathLike[str] | None = None, *, progress: bool = True) -> Path:
+    """Download (or take an ``ARCHIVE`` already in the data folder), check and unpack CIFAR-10.
+
+    Returns the ``cifar-10-batches-py`` folder. Nothing that looks valid is left behind by a failed or
+    interrupted download: the archive is written under a temporary name and renamed only once its md5 is
+    right, and the folder is unpacked under a temporary name and renamed only once every file reads.
+    """
+    _download(data_dir(root), progress)
+    return data_dir(root) / FOLDER
+
+
+def _download(base: Path, progress: bool) -> CIFAR10:
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"Cannot create the data folder {base} ({exc}). Pass another folder as load(root=...) "
+                        f"or set {ENV_VAR}.") from None
+    archive = base / ARCHIVE
+    if archive.is_file():
+        if _md5(archive) != MD5:
+            raise DataError(f"{archive} is damaged (its md5 is not {MD5}). Delete it and call load() again, "
+                            f"or: {_how_to_get_it(base)}")
+    else:
+        archive = _fetch(base, progress)
+    data = _unpack(archive, base)
+    archive.unlink(missing_ok=True)  # the unpacked folder is the cache; the archive would double the space
+    return data
+
+
+def load(root: str | os.PathLike[str] | None = None, *, download: bool = True, progress: bool = True) -> CIFAR10:
+    """CIFAR-10 from the data folder (see :func:`data_dir`); downloads it there on first use.
+
+    Returns uint8 images (N, 3, 32, 32) and int64 labels (N,) on the CPU: 50,000 training and 10,000 test
+    images for the official data. Raises :class:`DataError` with what to do when the data is missing and
+    cannot be downloaded (or ``download=False``), or when a file is corrupt.
+    """
+    folder = find(root)
+    if folder is not None:
+        return read_folder(folder)
+    base = data_dir(root)
+    if (base / FOLDER).exists():
+        return read_folder(base / FOLDER)  # incomplete: says which files are missing
+    if not download:
+        raise DataError(f"CIFAR-10 is not in {base} (no {FOLDER}/ folder there). Call load(download=True), or: "
+                        f"{_how_to_get_it(base)}")
+    return _download(base, progress)
+
+
+# -- batched operations ---------------------------------------------------------------------------
+def _check_images(x: torch.Tensor, what: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4:
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, torch.Tensor) else type(x).__name__
+        raise TypeError(f"{what} expects uint8 images of shape (N, C, H, W), as load() returns them; got {got}")
+
+
+def channel_stats(x: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), as fractions of 255 (float64)."""
+    _check_images(x, "channel_stats")
+    total = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    squares = torch.zeros_like(total)
+    for chunk in x.split(5000):  # float64 copies of 5000 images at a time, not of all of them
+        c = chunk.to(torch.float64) / 255
+        total += c.sum(dim=(0, 2, 3))
+        squares += (c * c).sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = (squares / n - mean * mean).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def normalize(x: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[float, ...] = STD) -> torch.Tensor:
+    """uint8 images (N, 3, H, W) -> float32 (N, 3, H, W): ``(x / 255 - mean) / std`` per channel.
+
+    Runs on x's device and keeps x's memory format (channels_last stays channels_last).
+    """
+    _check_images(x, "normalize")
+    scale = torch.tensor([1 / (255 * s) for s in std], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return x.to(torch.float32) * scale - shift
+
+
+def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4, flip: bool = True) -> torch.Tensor:
+    """The paper's augmentation for a whole batch: zero-pad ``pad`` pixels, take a random crop of the original
+    size, and flip it left-right with probability 1/2.
+
+    x: uint8 (N, C, H, W) on any device; returns uint8 (N, C, H, W) on the same device. Each image gets its
+    own crop offsets (0..2*pad in each direction) and flip, drawn from ``generator`` (on any device; the
+    global generator when None), so a seeded generator gives the same output. No loop over images: one
+    gather from the padded batch.
+    """
+    _check_images(x, "augment")
+    n, c, h, w = x.shape
+    if n == 0:
+        return x.clone()
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    draws = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=gen_device).to(x.device)
+    flips = (torch.randint(0, 2, (n,), generator=generator, device=gen_device).to(x.device).bool()
+             if flip else torch.zeros(n, dtype=torch.bool, device=x.device))
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
+    hp, wp = h + 2 * pad, w + 2 * pad
+    rows = draws[0, :, None] + torch.arange(h, device=x.device)  # (N, H): rows of the padded image
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols) + draws[1, :, None]  # (N, W), reversed if flipped
+    index = (rows[:, :, None] * wp + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    out = padded.reshape(n, c, hp * wp).gather(2, index).view(n, c, h, w)
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        out = out.contiguous(memory_format=torch.channels_last)
+    return out
