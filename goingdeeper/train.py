@@ -120,8 +120,10 @@ _SPEED_ONLY = ("threads", "compile", "eval_batch_size")
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "models": ("plain20", "plain56", "resnet20", "resnet56"),
-        "config": dict(epochs=4, n_train=10000, eval_images=2000, batch_size=128, lr=0.1, schedule="onecycle",
-                       weight_decay=5e-4),
+        # 20,000 images x 5 epochs, one-cycle up to lr 0.3, no augmentation: the best of the recipes tried at
+        # this cost (augmentation only slows learning in 5 epochs; see README.md, Developers).
+        "config": dict(epochs=5, n_train=20000, eval_images=2000, batch_size=128, lr=0.3, schedule="onecycle",
+                       weight_decay=5e-4, augment=False),
     },
     "full": {
         "models": ("plain20", "plain56", "resnet20", "resnet56"),
@@ -506,6 +508,7 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
     history.provenance.update(amp_bf16=amp, channels_last=fmt == torch.channels_last, iterations=total,
                               steps_per_epoch=steps_per_epoch, train_images=n, test_images=len(data.test_y))
     start_epoch, iteration, elapsed = 0, 0, 0.0
+    cpu_start = time.process_time()
     warm = deque(maxlen=20)  # (wrong, seen) of the last 20 steps while warming up
     warming = config.warmup
     path = _checkpoint_path(checkpoint_dir, config) if checkpoint_dir is not None else None
@@ -543,8 +546,7 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
             runner.train()
             aug_gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
             aug_gen.manual_seed(_epoch_seed(config.seed, epoch, rank + 1))
-            loss_sum = wrong_sum = 0.0
-            loss_acc: Any = 0.0
+            loss_acc: Any = 0.0  # sums of what train_step returns: numbers, or tensors on the device (no sync)
             wrong_acc: Any = 0
             steps = seen = 0
             lr = config.lr
@@ -616,6 +618,9 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
     finally:
         bar.close()
     history.provenance["state_sha256"] = state_hash(net)
+    # CPU time of this process (all its threads) during this call: about threads x seconds when no other
+    # process competed for the cores, much less when the run had to share them.
+    history.provenance["process_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
     if world > 1:
         import torch.distributed as dist
 
@@ -695,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else cifar.data_dir(args.data) / "checkpoints" / args.preset
         out = Path(args.out or f"results_{args.preset}.json")
         histories: list[History] = []
+        started = time.perf_counter()
         for m in models:
             config = preset(args.preset, m, **overrides)
             for key, available in (("n_train", len(data.train_y)), ("n_test", len(data.test_y))):
@@ -711,7 +717,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{m:>14}: train error {f['train_error']:6.1%}  test error {f['test_error']:6.1%}  "
                       f"({f['seconds']:.0f} s, {f['epoch']} epochs, {f['iteration']} steps)", flush=True)
         if rank == 0:
-            print(f"wrote {out} ({len(histories)} runs); checkpoints in {checkpoints}")
+            print(f"wrote {out} ({len(histories)} runs, {(time.perf_counter() - started) / 60:.1f} min); "
+                  f"checkpoints in {checkpoints}")
         return 0
     except cifar.DataError as exc:
         err(f"error: {exc}")
