@@ -28,7 +28,7 @@ import torch
 
 __all__ = [
     "ARCHIVE", "ARCHIVE_BYTES", "CIFAR10", "CLASSES", "DataError", "ENV_VAR", "FOLDER", "MD5", "MEAN", "STD",
-    "URL", "augment", "channel_stats", "data_dir", "download", "find", "load", "normalize", "read_folder",
+    "URL", "augment", "balanced_indices", "channel_stats", "data_dir", "download", "find", "load", "normalize", "read_folder",
 ]
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -113,13 +113,16 @@ class CIFAR10:
         original order. The same seed gives the same subset.
         """
         g = torch.Generator().manual_seed(seed)
-        train = _balanced(self.train_y, n_train, g, "n_train")
-        test = _balanced(self.test_y, n_test, g, "n_test")
+        train = balanced_indices(self.train_y, n_train, g, "n_train")
+        test = balanced_indices(self.test_y, n_test, g, "n_test")
         return CIFAR10(self.train_x[train], self.train_y[train], self.test_x[test], self.test_y[test], self.classes)
 
 
-def _balanced(labels: torch.Tensor, n: int | None, g: torch.Generator, what: str) -> torch.Tensor:
-    """Indices (sorted) of a class-balanced random subset of size n of ``labels`` (int64, (N,))."""
+def balanced_indices(labels: torch.Tensor, n: int | None, g: torch.Generator, what: str = "n") -> torch.Tensor:
+    """Indices (sorted, int64) of a class-balanced random subset of ``n`` of ``labels`` (int64, (N,)); all for None.
+
+    Every class gets n // C of them (the first n % C classes one more); ``what`` names n in errors.
+    """
     total = len(labels)
     if n is None or n == total:
         return torch.arange(total, device=labels.device)
