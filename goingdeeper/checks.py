@@ -26,6 +26,8 @@ __all__ = [
     "expect_close",
     "expect_true",
     "passed",
+    "read_path",
+    "student_line",
     "unpack",
 ]
 
@@ -103,19 +105,74 @@ def expect_true(condition: bool, message: str) -> None:
         _fail(message)
 
 
-def call(function: Any, *args: Any, name: str | None = None) -> Any:
+_QUIET_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+def _copied(value: Any, depth: int = 0) -> Any:
+    """``value`` with its numpy arrays and torch tensors copied (inside lists, tuples and dicts too)."""
+    if depth > 4:
+        return value
+    if type(value).__module__ == "numpy" and hasattr(value, "copy") and hasattr(value, "shape"):
+        return value.copy()
+    if type(value).__module__.startswith("torch") and hasattr(value, "clone"):  # a tensor: the copy keeps its graph
+        return value.clone()
+    if type(value) in (list, tuple):
+        return type(value)(_copied(v, depth + 1) for v in value)
+    if type(value) is dict:
+        return {k: _copied(v, depth + 1) for k, v in value.items()}
+    return value
+
+
+def student_line(exc: BaseException) -> str:
+    """The line of the student's own notebook code where ``exc`` was raised ('' when not known).
+
+    Cells run by Jupyter compile to files named like ``/tmp/ipykernel_NNN/NNN.py`` (or
+    ``<ipython-input-...>``); the grading command's sandbox reports the line itself.
+    """
+    import linecache
+
+    where = getattr(exc, "student_line", "")
+    tb = exc.__traceback__
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if "/ipykernel_" in code.co_filename or code.co_filename.startswith("<ipython-input-"):
+            text = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            where = f"line {tb.tb_lineno}, in {code.co_name}: {text}"
+        tb = tb.tb_next
+    return where
+
+
+def _warning_hint(category: type) -> str:
+    if issubclass(category, RuntimeWarning):
+        return (" A right answer computes without numeric warnings: an overflow means some intermediate value got "
+                "huge (exp of a large number?), 'invalid value' means inf - inf, 0 * inf or 0 / 0 happened. "
+                "Rewrite the formula so that it cannot happen (a numerically stable form).")
+    return " A right answer runs without warnings."
+
+
+def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) -> Any:
     """Call a student's function and turn the usual early mistakes into clear messages.
 
-    ``NotImplementedError`` (the release's placeholder) becomes "not implemented
-    yet"; a missing or non-callable object says so; any other exception is
-    reported with its type and message so the student sees where to look.
+    The arguments are copied first (arrays and tensors, also inside lists, tuples and dicts), so
+    the student's code cannot change the test's own data; pass ``copy=False`` to test a function
+    whose job is to change its argument in place. ``NotImplementedError`` (the release's
+    placeholder) becomes "not implemented yet"; a missing or non-callable object says so; any
+    other exception is reported with its type, message and the line of the student's code that
+    raised it. A numeric or user warning raised while the function runs fails the check too
+    (plain nbgrader would score the cell 0 for the warning it prints), with a hint.
     """
     __tracebackhide__ = True
+    import warnings
+
     label = name or getattr(function, "__name__", "your function")
     if not callable(function):
         _fail(f"{label} should be a function, but it is {type(function).__name__}.")
+    if copy:
+        args = tuple(_copied(a) for a in args)
     try:
-        return function(*args)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = function(*args)
     except NotImplementedError:
         _fail(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code.")
     except CheckFailed:
@@ -126,7 +183,34 @@ def call(function: Any, *args: Any, name: str | None = None) -> Any:
             "(a list you push to and pop from) instead of a recursive call per node."
         )
     except Exception as exc:  # noqa: BLE001 - reported to the student in words
-        _fail(f"{label} raised {type(exc).__name__}: {exc}")
+        where = student_line(exc)
+        _fail(f"{label} raised {type(exc).__name__}: {exc}" + (f" (at {where})" if where else ""))
+    loud = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]
+    if loud:
+        w = loud[0]
+        import linecache
+
+        line = ""
+        if "/ipykernel_" in str(w.filename) or str(w.filename).startswith("<ipython-input-"):
+            line = f" (at line {w.lineno}: {linecache.getline(w.filename, w.lineno).strip()})"
+        elif w.filename == "<student's code>":
+            line = f" (at line {w.lineno} of your code)"
+        _fail(f"{label} raised a warning, {w.category.__name__}: {w.message}{line}.{_warning_hint(w.category)}")
+    return result
+
+
+def read_path(obj: Any, *steps: Any) -> Any:
+    """``obj.a[k].b`` for steps ``('a', k, 'b')``: a string step reads an attribute, anything else indexes.
+
+    The grading command follows the whole path inside the student's process in one step (so it
+    reads the student's own links); in a plain notebook this is ordinary attribute access.
+    """
+    reader = getattr(type(obj), "_gd_read_path", None)
+    if reader is not None:
+        return reader(obj, *steps)
+    for step in steps:
+        obj = getattr(obj, step) if isinstance(step, str) else obj[step]
+    return obj
 
 
 def passed(message: str) -> None:

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, as_number, call, expect_close, expect_true
+from .checks import CheckFailed, as_number, call, expect_close, expect_true, read_path
 
 __all__ = [
     "Engine",
@@ -215,12 +215,21 @@ def check_node(
         len(got_parents) == len(parents),
         f"{name} should record {len(parents)} parent(s), but .parents has {len(got_parents)}.",
     )
+    def not_itself(i: int) -> str:
+        return (f"{name}.parents[{i}] is not the input node itself: record the Value objects you were "
+                "given (not copies, not their .data), so backward can reach them.")
+
     for i, (got, want) in enumerate(zip(got_parents, parents)):
-        expect_true(
-            got is want,
-            f"{name}.parents[{i}] is not the input node itself: record the Value objects you were "
-            "given (not copies, not their .data), so backward can reach them.",
-        )
+        expect_true(got is want, not_itself(i))
+        # The same object, seen through the node's own link: a change to the input shows up there.
+        saved = want.data
+        probe = 7919.0 + 0.25 * i
+        want.data = probe
+        try:
+            seen = read_path(node, "parents", i, "data")
+        finally:
+            want.data = saved
+        expect_true(isinstance(seen, (int, float)) and seen == probe, not_itself(i))
     got_local = tuple(node.local_grads)
     expect_true(
         len(got_local) == len(local_grads),
