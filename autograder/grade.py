@@ -194,6 +194,43 @@ def _remove_stale_autograded(out_dir: Path) -> None:
 
 
 # -- the batch ------------------------------------------------------------------------------
+def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done) -> list[Result]:
+    """Grade ``tasks`` in a pool of workers; ``done(result, task)`` is called in this process for each.
+
+    A worker that dies breaks the pool, and every submission not finished then fails with it. Those
+    are graded again, each in a pool of its own: an innocent one is graded, the one whose grading
+    kills its worker is reported ungradable.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    results: list[Result] = []
+    rounds = [(list(tasks), workers)]
+    while rounds:
+        batch, size = rounds.pop(0)
+        with ProcessPoolExecutor(max_workers=min(size, len(batch)), initializer=_init_worker,
+                                 initargs=(drop_uid,), mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(grade_submission, t): t for t in batch}
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    if size > 1 or len(batch) > 1:
+                        rounds.append(([task], 1))  # again, alone
+                        continue
+                    result = _failed(task, "its grading worker died (the submission may exhaust the machine)")
+                except BaseException as exc:  # noqa: BLE001 - a worker failed: report, keep going
+                    result = _failed(task, f"the grading worker failed: {type(exc).__name__}: {exc}")
+                results.append(result)
+                done(result, task)
+    return results
+
+
+def _failed(task: Task, reason: str) -> Result:
+    _remove_stale_autograded(Path(task.autograded))
+    return Result(task.student, task.assignment, Path(task.path).stem, "ungradable", boundary.keep_text(reason, 1000))
+
+
 def record(db_url: str, result: Result, test_ids: list[str]) -> None:
     """Write one result into the gradebook (main process only: one writer).
 
@@ -277,9 +314,9 @@ def write_csv(path: Path, results: list[Result]) -> None:
 
 SANDBOX_HELP = """\
 bubblewrap is not available here, so the notebooks' code would run with your permissions: it could read
-the solutions and the gradebook and change any file you can. Install it (Debian/Ubuntu: apt install
-bubblewrap; it needs Linux with user namespaces), or, only for submissions you trust, grade without a
-sandbox: bash course.sh grade ... --no-sandbox"""
+the solutions and the gradebook and change any file you can.
+Install it (Debian/Ubuntu: apt install bubblewrap; it needs Linux with user namespaces), or, only for
+submissions you trust, grade without a sandbox: bash course.sh grade ... --no-sandbox"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,28 +405,18 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     _preload()
-    results: list[Result] = []
     started = time.monotonic()
-    with ProcessPoolExecutor(max_workers=min(args.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
-                             initializer=_init_worker, initargs=(drop_uid,)) as pool:
-        futures = {pool.submit(grade_submission, t): t for t in tasks}
-        with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    result = future.result()
-                except BaseException as exc:  # noqa: BLE001 - a worker died: report, keep going
-                    result = Result(task.student, task.assignment, Path(task.path).stem, "ungradable",
-                                    boundary.keep_text(f"the grading worker failed: {type(exc).__name__}: {exc}", 1000))
-                    _remove_stale_autograded(Path(task.autograded))
-                try:
-                    record(db_url, result, test_ids[(task.assignment, Path(task.path).stem)])
-                except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
-                    result.status = "ungradable"
-                    result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
-                results.append(result)
-                bar.set_postfix_str(f"{result.student[:20]}: {result.status}")
-                bar.update()
+    with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
+        def done(result: Result, task: Task) -> None:
+            try:
+                record(db_url, result, test_ids[(task.assignment, Path(task.path).stem)])
+            except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
+                result.status = "ungradable"
+                result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
+            bar.set_postfix_str(f"{result.student[:20]}: {result.status}")
+            bar.update()
+
+        results = run_pool(tasks, min(args.workers, len(tasks)), drop_uid, done)
     elapsed = time.monotonic() - started
 
     from report import write_report

@@ -25,6 +25,7 @@ __all__ = [
     "expect_array_close",
     "expect_close",
     "expect_true",
+    "is_a",
     "passed",
     "read_path",
     "student_line",
@@ -197,6 +198,15 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) 
             line = f" (at line {w.lineno} of your code)"
         _fail(f"{label} raised a warning, {w.category.__name__}: {w.message}{line}.{_warning_hint(w.category)}")
     return result
+
+
+def is_a(obj: Any, cls: type) -> bool:
+    """``isinstance(obj, cls)``, also for the stand-ins the grading command uses for the student's objects
+    (they answer with the class names of the object they stand for)."""
+    names = getattr(type(obj), "_gd_type_names", None)
+    if names is not None:
+        return f"{cls.__module__}.{cls.__qualname__}" in names(obj)
+    return isinstance(obj, cls)
 
 
 def read_path(obj: Any, *steps: Any) -> Any:

@@ -20,9 +20,11 @@ import pytest
 
 from goingdeeper.course import assignments
 from goingdeeper.scratch import ScratchCourse, answer_ids, graded_cells, replace_cell
-from wrong import by_assignment
+from scribble import scribbler
+from wrong import by_assignment, right_by_assignment
 
 WRONG = by_assignment()
+RIGHT = right_by_assignment()
 
 
 def _student(i: int) -> str:
@@ -40,13 +42,17 @@ def graded(request, tmp_path_factory):
     release = nbformat.read(release_dir / name, as_version=4)
     course.submit("solution", assignment, solution, name)
     course.submit("release", assignment, release, name)
+    course.submit("scribbler", assignment, scribbler(solution), name)
     wrongs = WRONG.get(assignment, [])
     for i, wrong in enumerate(wrongs):
         course.submit(_student(i), assignment, replace_cell(solution, wrong.answer, wrong.source.strip()), name)
+    rights = RIGHT.get(assignment, [])
+    for i, right in enumerate(rights):
+        course.submit(f"right{i:02d}", assignment, replace_cell(solution, right.answer, right.source.strip()), name)
     course.autograde(assignment)
     return {
         "assignment": assignment, "course": course, "name": name, "solution": solution,
-        "release": release, "wrongs": wrongs,
+        "release": release, "wrongs": wrongs, "rights": rights,
     }
 
 
@@ -64,6 +70,32 @@ def test_solution_scores_full_marks(graded):
     assert not short, f"the solution loses points in {short}"
     score, max_score = course.total(a, "solution")
     assert score == max_score > 0
+
+
+def test_tests_compute_their_expected_values_before_calling_the_student(graded, ours):
+    """A correct answer that overwrites its array arguments with NaN after computing still earns every point.
+
+    So no test derives an expected value from its own arrays after the student's code had them, nor hands
+    the same arrays on to a second call (tests/scribble.py).
+    """
+    a, stem = graded["assignment"], Path(graded["name"]).stem
+    for course in (graded["course"], ours):
+        scores = course.cell_scores(a, "scribbler", stem)
+        short = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+        assert not short, f"the scribbling solution loses points in {short}"
+
+
+def test_right_answers_written_differently_earn_full_marks_in_both_graders(graded, ours):
+    """Whatever plain Python and numpy accept as the stated type grades as nbgrader grades it (issue 8, item 12)."""
+    a, stem = graded["assignment"], Path(graded["name"]).stem
+    problems = []
+    for i, right in enumerate(graded["rights"]):
+        for label, course in (("nbgrader", graded["course"]), ("ours", ours)):
+            scores = course.cell_scores(a, f"right{i:02d}", stem)
+            short = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+            if short:
+                problems.append(f"{right.answer} ({right.how}) loses points with {label}: {short}")
+    assert not problems, "\n".join(problems)
 
 
 def test_release_scores_zero_in_every_cell(graded):
@@ -96,7 +128,7 @@ def test_every_answer_has_a_test_and_a_wrong_version(graded):
 
 def test_test_cells_are_silent_on_stderr(graded):
     course, a, name = graded["course"], graded["assignment"], graded["name"]
-    for student in ["solution", "release"] + [_student(i) for i in range(len(graded["wrongs"]))]:
+    for student in ["solution", "release", "scribbler"] + [_student(i) for i in range(len(graded["wrongs"]))]:
         nb = course.autograded_notebook(a, student, name)
         for gid, cell in graded_cells(nb).items():
             stderr, _ = _outputs_text(cell)
@@ -147,7 +179,8 @@ def ours(graded, tmp_path_factory):
 def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
     """Same verdict for every cell of the solution, the release and every wrong implementation."""
     a, stem = graded["assignment"], Path(graded["name"]).stem
-    students = ["solution", "release"] + [_student(i) for i in range(len(graded["wrongs"]))]
+    students = (["solution", "release", "scribbler"] + [_student(i) for i in range(len(graded["wrongs"]))]
+                + [f"right{i:02d}" for i in range(len(graded["rights"]))])
     disagreements = {}
     for student in students:
         theirs = graded["course"].cell_scores(a, student, stem)

@@ -251,7 +251,7 @@ ENVIRONMENT = {
     "PATH": "/usr/local/bin:/usr/bin:/bin",
     "LANG": "C.UTF-8",
     "LC_ALL": "C.UTF-8",
-    "HOME": f"{SANDBOX_ROOT}/work",
+    "HOME": "/tmp/home",  # the tmpfs: caches of IPython and matplotlib stay out of the submission's folder
     "TMPDIR": "/tmp",
     "MPLBACKEND": "Agg",
     "MPLCONFIGDIR": "/tmp/matplotlib",
@@ -269,7 +269,8 @@ def sandbox_environment(output_kb: int, data: Path | None, scratch: Path | None 
     if data is not None:
         env["GOINGDEEPER_DATA"] = str(data)
     if scratch is not None:  # no bubblewrap: the scratch folder is where it really is
-        env.update(HOME=str(scratch / "work"), TMPDIR=str(scratch / "tmp"), MPLCONFIGDIR=str(scratch / "tmp"))
+        env.update(HOME=str(scratch / "tmp" / "home"), TMPDIR=str(scratch / "tmp"),
+                   MPLCONFIGDIR=str(scratch / "tmp" / "matplotlib"))
     return env
 
 
@@ -335,6 +336,14 @@ KEEP = {
 def keep_text(text: Any, limit: int) -> str:
     """A string from the runner, as the grader keeps it: clean and at most ``limit`` characters."""
     return clean_text(str(text)[:limit])
+
+
+def keep_output(text: Any, limit: int) -> str:
+    """Output from the runner as the grader keeps it: at most ``limit`` characters, and a note of the rest."""
+    text = str(text)
+    if len(text) <= limit:
+        return clean_text(text)
+    return clean_text(text[:limit]) + f"\n[... {len(text) - limit} more characters of output dropped by the grader]\n"
 
 
 def add_flag(flags: list[str], flag: Any) -> None:

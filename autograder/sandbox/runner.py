@@ -402,10 +402,11 @@ class Runner:
             if os.getpid() != self.pid:
                 os._exit(0)
             reply = {"error": {"type": type(exc).__name__, "message": str(exc)[:2000]}}
+        reply["id"] = msg.get("id")
         try:
             wire.send(self.sock, reply, limit=wire.MAX_REPLY)
         except (TypeError, ValueError, wire.WireError) as exc:
-            wire.send(self.sock, {"error": {"type": "WireError", "message": str(exc)[:500]}})
+            wire.send(self.sock, {"error": {"type": "WireError", "message": str(exc)[:500]}, "id": msg.get("id")})
 
     def serve(self) -> None:
         while True:

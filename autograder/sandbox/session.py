@@ -307,7 +307,7 @@ class Session:
         outputs = []
         for name in ("stdout", "stderr"):
             if reply.get(name):
-                outputs.append(_stream(name, boundary.keep_text(reply[name], cap)))
+                outputs.append(_stream(name, boundary.keep_output(reply[name], cap)))
         if reply.get("timed_out"):
             self.result.problems.append(f"a cell ran past the {budget:.0f} s limit and was interrupted")
             outputs.append(_error("TimeoutError", f"This cell ran past the {budget:.0f} s limit and was interrupted."))
@@ -362,9 +362,10 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - every failure becomes feedback
             ename, message = type(exc).__name__, str(exc)
         stderr = "".join(self.remote.stderr) + "".join(f"<student's code>: {w}\n" for w in student_warnings)
-        outputs = [_stream("stdout", out.getvalue()[: self.limits.output_kb * 1024])] if out.getvalue() else []
+        cap = self.limits.output_kb * 1024
+        outputs = [_stream("stdout", boundary.keep_output(out.getvalue(), cap))] if out.getvalue() else []
         if stderr:  # as nbgrader scores it: a test cell that writes to stderr earns nothing
-            outputs.append(_stream("stderr", stderr[: self.limits.output_kb * 1024]))
+            outputs.append(_stream("stderr", boundary.keep_output(stderr, cap)))
             if passed:
                 passed, ename = False, "StderrOutput"
                 message = "your code wrote to stderr (a warning or an error message) while this test ran"

@@ -63,8 +63,11 @@ class RunnerDied(BaseException):
     """
 
 
-class CellTimeout(Exception):
-    """The student's code, or the test's work on it, ran past the time limit."""
+class CellTimeout(BaseException):
+    """The student's code, or the test's work on it, ran past the time limit.
+
+    A BaseException, so that test code catching Exception (``call`` does) reports it as a timeout.
+    """
 
 
 class RemoteError(Exception):
@@ -211,6 +214,7 @@ class Sandbox:
     runner_pid: int | None = None
     output: bytearray = field(default_factory=bytearray)
     in_request: int = 0  # > 0 while a request waits for its reply (nested for callbacks)
+    requests: int = 0  # requests sent; each reply must carry its request's number
 
     def __post_init__(self) -> None:
         grader = self.scratch / "grader"
@@ -396,15 +400,24 @@ class Sandbox:
             self.kill()
             raise RunnerDied(f"the notebook's process is gone ({exc})") from None
 
-    def _recv_reply(self, deadline: float, what: str) -> dict:
-        """The reply to our request, answering the student's calls of lent functions meanwhile."""
+    def _recv_reply(self, deadline: float, what: str, number: int) -> dict:
+        """The reply to request ``number``, answering the student's calls of lent functions meanwhile.
+
+        A reply that answers another request (a forged one, or a late one after an interrupt) means
+        the conversation is out of step: the process is killed, and restarted by the caller.
+        """
         while True:
             reply = self._recv(deadline, what)
-            if "callback" not in reply:
-                return reply
-            answer = self.on_callback(reply) if self.on_callback else {
-                "error": {"type": "RuntimeError", "message": "no function was lent"}}
-            self._send(answer, deadline)
+            if "callback" in reply:
+                answer = self.on_callback(reply) if self.on_callback else {
+                    "error": {"type": "RuntimeError", "message": "no function was lent"}}
+                self._send(answer, deadline)
+                continue
+            if reply.get("id") != number:
+                self.kill()
+                raise RunnerDied(f"the notebook's process broke the protocol while {what} "
+                                 "(an answer to another request)")
+            return reply
 
     def request(self, msg: dict, timeout: float, what: str) -> dict:
         """Send ``msg``; wait at most ``timeout`` s in all; on timeout interrupt, then kill. Returns the reply."""
@@ -418,13 +431,15 @@ class Sandbox:
             self.in_request -= 1
 
     def _request(self, msg: dict, deadline: float, timeout: float, what: str) -> dict:
+        self.requests += 1
+        number = msg["id"] = self.requests
         self._send(msg, deadline)
         try:
-            return self._recv_reply(deadline, what)
+            return self._recv_reply(deadline, what, number)
         except TimeoutError:
             self.interrupt()
             try:
-                reply = self._recv_reply(time.monotonic() + 5.0, what)
+                reply = self._recv_reply(time.monotonic() + 5.0, what, number)
             except TimeoutError:
                 self.kill()
                 raise RunnerDied(
@@ -547,9 +562,9 @@ class Remote:
         """What the student's code printed or warned while the test asked it something: as if it ran here."""
         limit = self.sandbox.limits.output_kb * 1024
         if reply.get("out"):
-            sys.stdout.write(boundary.keep_text(reply["out"], limit))
+            sys.stdout.write(boundary.keep_output(reply["out"], limit))
         if reply.get("err") and sum(map(len, self.stderr)) < limit:
-            self.stderr.append(boundary.keep_text(reply["err"], limit))
+            self.stderr.append(boundary.keep_output(reply["err"], limit))
         caught = reply.get("warnings")
         for item in caught[:20] if isinstance(caught, list) else []:
             if isinstance(item, list) and len(item) == 4:

@@ -1,6 +1,6 @@
 """Wrong implementations for notebook 03 (batch normalization)."""
 
-from . import Wrong
+from . import Right, Wrong
 
 FORWARD = '''
 def batchnorm_forward_train(x, gamma, beta, eps=1e-5):
@@ -95,4 +95,43 @@ def spatial_batchnorm_backward(dy, x, gamma, eps=1e-5):
     dx = bn_backward_compact(dflat * gamma, x_hat, var, eps)
     return dx.reshape(n, c, h, w), np.sum(dflat * x_hat, axis=0), np.sum(dflat, axis=0)
 ''', "move C last"),
+    # Answers that change the test's own arrays in place, so that an expected value computed afterwards from
+    # those arrays would agree with them (the tests compute theirs first, and call() passes copies).
+    Wrong("bn_forward_train", "zeroes x, gamma and beta in place and returns zeros", '''
+def batchnorm_forward_train(x, gamma, beta, eps=1e-5):
+    for a in (x, gamma, beta):
+        a[...] = 0.0
+    return np.zeros_like(x), np.zeros(x.shape[1]), np.zeros(x.shape[1]), np.zeros_like(x)
+''', "mu is wrong"),
+    Wrong("bn_running", "zeroes the batch statistics in place and keeps the running ones", '''
+def update_running_stats(running_mean, running_var, mu, var, m, momentum=0.1):
+    mu[...] = running_mean
+    var[...] = running_var * (m - 1) / m
+    return running_mean, running_var
+
+
+def batchnorm_forward_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    return gamma * (x - running_mean) / np.sqrt(running_var + eps) + beta
+''', "running_mean"),
+    Wrong("bn_dmu", "zeroes its inputs in place and returns zeros", '''
+def bn_backward_dmu(dxhat, dvar, x, mu, var, eps):
+    for a in (dxhat, dvar, x, mu):
+        a[...] = 0.0
+    return np.zeros(x.shape[1])
+''', "dL/dmu"),
+]
+
+
+RIGHT = [
+    Right("bn_forward_train", "returns a namedtuple and computes the variance with np.var", '''
+import collections
+
+BNOut = collections.namedtuple("BNOut", "y mu var x_hat")
+
+
+def batchnorm_forward_train(x, gamma, beta, eps=1e-5):
+    mu, var = x.mean(axis=0), x.var(axis=0)
+    x_hat = (x - mu) / np.sqrt(var + eps)
+    return BNOut(gamma * x_hat + beta, mu, var, x_hat)
+'''),
 ]

@@ -1,6 +1,6 @@
 """Wrong implementations for notebook 01 (computational graphs and scalar backprop)."""
 
-from . import Wrong
+from . import Right, Wrong
 
 WRONG = [
     Wrong(
@@ -207,4 +207,31 @@ def backward(root):
 ''',
         "is wrong on f =",
     ),
+]
+
+
+RIGHT = [
+    Right("sin_graph", "returns a namedtuple", '''
+import collections
+
+SinGraph = collections.namedtuple("SinGraph", "z L dL_dz dL_dx dL_dy")
+
+
+def sin_graph(x, y):
+    z = x + y
+    return SinGraph(z, math.sin(z), math.cos(z), math.cos(z), math.cos(z))
+'''),
+    Right("lecture_forward", "keeps q as an exact fraction and f as a float subclass", '''
+import fractions
+
+x, y, z = -2.0, 5.0, -4.0
+
+
+class Exact(float):
+    pass
+
+
+q = fractions.Fraction(3)
+f = Exact(q * z)
+'''),
 ]

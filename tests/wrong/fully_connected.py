@@ -1,6 +1,6 @@
 """Wrong implementations for notebook 02 (vector backprop, fully connected layers, vanishing gradients)."""
 
-from . import Wrong
+from . import Right, Wrong
 
 LINEAR_FORWARD = '''
 def linear_forward(a_prev, W, b):
@@ -226,4 +226,43 @@ def fit_lambda(norms):
     slope, intercept = np.polyfit(k - 1, np.log(norms), 1)
     return float(np.exp(intercept)), float(np.exp(slope))
 ''', "counted from the OUTPUT layer"),
+    Wrong("grad_check", "relative_error zeroes both arrays in place and returns 0", CENTRED_GRADIENT + '''
+
+def relative_error(a, b):
+    for v in (a, b):
+        if isinstance(v, np.ndarray):
+            v[...] = 0.0
+    return 0.0
+''', "relative_error"),
+]
+
+
+RIGHT = [
+    Right("init_weights", "draws with standard_normal(size=..., dtype=np.float64) and scales", '''
+def init_weights(d_in, d_out, scheme, rng):
+    stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(2.0 / d_in), "large": 1.0}
+    if scheme not in stds:
+        raise ValueError(scheme)
+    return stds[scheme] * rng.standard_normal(size=(d_out, d_in), dtype=np.float64)
+'''),
+    Right("init_weights", "fills a preallocated array in place with standard_normal(out=W)", '''
+def init_weights(d_in, d_out, scheme, rng):
+    stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(2.0 / d_in), "large": 1.0}
+    if scheme not in stds:
+        raise ValueError(scheme)
+    W = np.empty((d_out, d_in))
+    rng.standard_normal(out=W)
+    W *= stds[scheme]
+    return W
+'''),
+    Right("vector_backprop", "returns a namedtuple", '''
+import collections
+
+Grads = collections.namedtuple("Grads", "f df_dW df_dx")
+
+
+def norm_sq_backprop(x, W):
+    q = W @ x
+    return Grads(float(q @ q), np.outer(2 * q, x), W.T @ (2 * q))
+'''),
 ]
