@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import Any, Callable
 
 __all__ = [
     "CheckFailed",
     "as_array",
     "as_number",
+    "beside",
     "call",
     "expect_array_close",
     "expect_close",
@@ -207,6 +208,20 @@ def is_a(obj: Any, cls: type) -> bool:
     if names is not None:
         return f"{cls.__module__}.{cls.__qualname__}" in names(obj)
     return isinstance(obj, cls)
+
+
+def beside(anchor: Any, factory: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``factory(*args, **kwargs)``, made where ``anchor`` (a student's function or object) lives.
+
+    In a notebook that is simply the call. The grading command runs the student's code in another
+    process; a network or an optimizer that a test hands to the student's function must be made
+    there, so it builds the object beside ``anchor`` (``factory`` must be a function or class of
+    goingdeeper or torch).
+    """
+    builder = getattr(type(anchor), "_gd_build", None)
+    if builder is not None:
+        return builder(anchor, f"{factory.__module__}.{factory.__qualname__}", args, kwargs)
+    return factory(*args, **kwargs)
 
 
 def read_path(obj: Any, *steps: Any) -> Any:

@@ -516,8 +516,10 @@ class Remote:
             raise wire.WireError("malformed reference") from None
         proxy = self.proxies.get(n)
         if proxy is None:
+            mro = data.get("mro")
             proxy = Proxy(self, n, boundary.keep_text(data.get("type", "?"), 200), bool(data.get("callable")),
-                          boundary.keep_text(data.get("name", ""), 100))
+                          boundary.keep_text(data.get("name", ""), 100),
+                          tuple(boundary.keep_text(m, 200) for m in mro[:30]) if isinstance(mro, list) else ())
             self.proxies[n] = proxy
         return proxy
 
@@ -580,9 +582,11 @@ class Remote:
 class Proxy:
     """A student's object that stays in the sandbox. Identity and equality are the grader's own."""
 
-    __slots__ = ("_remote", "_ref", "_type", "_callable", "_name", "__weakref__")
+    __slots__ = ("_remote", "_ref", "_type", "_callable", "_name", "_mro", "__weakref__")
 
-    def __init__(self, remote: Remote, ref: int, type_name: str, is_callable: bool, name: str = "") -> None:
+    def __init__(self, remote: Remote, ref: int, type_name: str, is_callable: bool, name: str = "",
+                 mro: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "_mro", mro)
         object.__setattr__(self, "_remote", remote)
         object.__setattr__(self, "_ref", ref)
         object.__setattr__(self, "_type", type_name)
@@ -603,6 +607,16 @@ class Proxy:
 
     def _label(self) -> str:
         return object.__getattribute__(self, "_type").rsplit(".", 1)[-1]
+
+    def _gd_type_names(self) -> tuple[str, ...]:
+        """The qualified names of the student's object's class and its bases (for ``checks.is_a``)."""
+        return object.__getattribute__(self, "_mro")
+
+    def _gd_build(self, factory: str, args: tuple, kwargs: dict) -> Any:
+        """``factory(*args, **kwargs)`` made in the student's process, beside this object (see ``checks.beside``)."""
+        remote = object.__getattribute__(self, "_remote")
+        return remote.ask({"op": "build", "factory": factory, "args": remote._encode(list(args)),
+                           "kwargs": remote._encode(dict(kwargs))}, f"building {factory.rsplit('.', 1)[-1]}")
 
     def _gd_read_path(self, *steps: Any) -> Any:
         """``self.a[k].b`` for steps ('a', k, 'b'): followed in the student's process in one request.
