@@ -20,6 +20,7 @@ import pytest
 
 from goingdeeper.course import assignments
 from goingdeeper.scratch import ScratchCourse, answer_ids, graded_cells, replace_cell
+from packing import pack
 from scribble import scribbler
 from wrong import by_assignment, right_by_assignment
 
@@ -27,8 +28,15 @@ WRONG = by_assignment()
 RIGHT = right_by_assignment()
 
 
-def _student(i: int) -> str:
-    return f"wrong{i:02d}"
+def _student(group: int) -> str:
+    return f"wrong{group:02d}"
+
+
+def _apply(solution, wrongs, group):
+    nb = solution
+    for i in group:
+        nb = replace_cell(nb, wrongs[i].answer, wrongs[i].source.strip())
+    return nb
 
 
 @pytest.fixture(scope="module", params=assignments())
@@ -44,15 +52,17 @@ def graded(request, tmp_path_factory):
     course.submit("release", assignment, release, name)
     course.submit("scribbler", assignment, scribbler(solution), name)
     wrongs = WRONG.get(assignment, [])
-    for i, wrong in enumerate(wrongs):
-        course.submit(_student(i), assignment, replace_cell(solution, wrong.answer, wrong.source.strip()), name)
+    groups = pack(wrongs, solution)  # wrong versions of unrelated answers share a submission
+    for g, group in enumerate(groups):
+        course.submit(_student(g), assignment, _apply(solution, wrongs, group), name)
+    student_of = {i: _student(g) for g, group in enumerate(groups) for i in group}
     rights = RIGHT.get(assignment, [])
     for i, right in enumerate(rights):
         course.submit(f"right{i:02d}", assignment, replace_cell(solution, right.answer, right.source.strip()), name)
     course.autograde(assignment)
     return {
         "assignment": assignment, "course": course, "name": name, "solution": solution,
-        "release": release, "wrongs": wrongs, "rights": rights,
+        "release": release, "wrongs": wrongs, "rights": rights, "groups": groups, "student_of": student_of,
     }
 
 
@@ -128,7 +138,7 @@ def test_every_answer_has_a_test_and_a_wrong_version(graded):
 
 def test_test_cells_are_silent_on_stderr(graded):
     course, a, name = graded["course"], graded["assignment"], graded["name"]
-    for student in ["solution", "release", "scribbler"] + [_student(i) for i in range(len(graded["wrongs"]))]:
+    for student in ["solution", "release", "scribbler"] + [_student(g) for g in range(len(graded["groups"]))]:
         nb = course.autograded_notebook(a, student, name)
         for gid, cell in graded_cells(nb).items():
             stderr, _ = _outputs_text(cell)
@@ -139,7 +149,7 @@ def test_wrong_implementations_are_rejected_with_feedback(graded):
     course, a, name = graded["course"], graded["assignment"], graded["name"]
     problems = []
     for i, wrong in enumerate(graded["wrongs"]):
-        student = _student(i)
+        student = graded["student_of"][i]
         test_id = f"test_{wrong.answer}"
         score, _ = course.cell_scores(a, student, Path(name).stem)[test_id]
         if score != 0:
@@ -179,7 +189,7 @@ def ours(graded, tmp_path_factory):
 def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
     """Same verdict for every cell of the solution, the release and every wrong implementation."""
     a, stem = graded["assignment"], Path(graded["name"]).stem
-    students = (["solution", "release", "scribbler"] + [_student(i) for i in range(len(graded["wrongs"]))]
+    students = (["solution", "release", "scribbler"] + [_student(g) for g in range(len(graded["groups"]))]
                 + [f"right{i:02d}" for i in range(len(graded["rights"]))])
     disagreements = {}
     for student in students:
@@ -193,6 +203,6 @@ def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
 def test_our_feedback_carries_the_same_failure_messages(graded, ours):
     a, name = graded["assignment"], graded["name"]
     for i, wrong in enumerate(graded["wrongs"]):
-        cell = graded_cells(ours.autograded_notebook(a, _student(i), name))[f"test_{wrong.answer}"]
+        cell = graded_cells(ours.autograded_notebook(a, graded["student_of"][i], name))[f"test_{wrong.answer}"]
         _, errors = _outputs_text(cell)
         assert wrong.feedback in errors, f"{wrong.answer} ({wrong.mistake}): {errors[:300]}"

@@ -136,7 +136,7 @@ def _array(arr: Any, budget: _Budget) -> dict:
         raise TypeError("the message's budget of array data is spent")
     import numpy as np
 
-    arr = np.ascontiguousarray(arr)
+    arr = np.asarray(arr, order="C")  # (np.ascontiguousarray would make a 0-d array 1-d)
     budget.left -= arr.nbytes
     return {
         "__nd__": base64.b64encode(arr.tobytes()).decode("ascii"),
