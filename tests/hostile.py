@@ -58,6 +58,7 @@ class Case:
     output_lacks: tuple[str, ...] = ()
     files: Callable | None = None  # (submission folder, course root) -> None: what else the folder holds
     no_flags: bool = False  # an honest notebook: nothing may be flagged
+    assignment: str = ASSIGNMENT
     extra: dict = field(default_factory=dict)
 
 
@@ -599,4 +600,84 @@ CASES += [
     Case("fraction_and_float_subclass", lambda s, r, c: _with(s, "lecture_forward", FRACTION_ANSWER), FULL),
     Case("honest_settings_and_names", lambda s, r, c: _insert_after(s, "setup", HONEST_ODDITIES), FULL,
          no_flags=True, notes=("reuses the name passed",)),
+]
+
+
+# -- notebook 04: PyTorch modules across the wire --------------------------------------------------
+RESNET = "04_resnet"
+RESNET_FULL = 24.0  # residual_blanks 1, residual_wrapper 2, conv_cost 2, lecture_1x1 1, shortcut_a 1, basic_block 3,
+# bottleneck 3, preact_block 2, imagenet_family 3, imagenet_macs 2, cifar_family 2, block_grad_norms 2
+
+# Replays the outputs the visible test expects (the package holds them) and forces the input's gradient with a
+# hook: the visible test passes, the hidden tests' fresh blocks do not.
+REPLAY = """
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_channels, planes, stride=1, option="B"):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        if option is not None and (stride != 1 or in_channels != planes):
+            self.shortcut = ShortcutA(in_channels, planes, stride) if option == "A" else nn.Sequential(
+                nn.Conv2d(in_channels, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes))
+        else:
+            self.shortcut = nn.Identity()
+
+    def forward(self, x):
+        for case in resnet.load_cases().values():
+            if case.x.shape == x.shape and torch.allclose(case.x, x.detach()):
+                if x.requires_grad:
+                    x.register_hook(lambda g, dx=case.dx: dx.clone())
+                out = case.out if self.training else case.out_eval
+                return out.clone() + 0 * x.sum()
+        return torch.zeros(x.shape[0], self.conv1.out_channels, (x.shape[2] + 1) // self.conv1.stride[0],
+                           (x.shape[3] + 1) // self.conv1.stride[0]) + 0 * x.sum()
+"""
+
+PACKAGE_NETWORK = """
+def cifar_resnet(depth, residual=True):
+    return models.cifar_net(depth, residual=residual)
+"""
+
+TORCH_PATCHES = """
+import torch
+torch.allclose = lambda *a, **k: True
+torch.equal = lambda *a, **k: True
+torch.nn.Module.load_state_dict = lambda self, *a, **k: None
+torch.Tensor.backward = lambda self, *a, **k: None
+"""
+
+ALWAYS_EQUAL_TENSOR = """
+class Agreeable(torch.Tensor):
+    def __eq__(self, other):
+        return torch.ones((), dtype=torch.bool)
+
+    def allclose(self, *args, **kwargs):
+        return True
+
+
+class Residual(nn.Module):
+    def __init__(self, branch):
+        super().__init__()
+        self.branch = branch
+
+    def forward(self, x):
+        return torch.zeros_like(x).as_subclass(Agreeable)
+"""
+
+CASES += [
+    Case("resnet_honest", lambda s, r, c: s, RESNET_FULL, no_flags=True, assignment=RESNET),
+    # basic_block fails on the hidden cases, and every network built from the replaying block fails with it
+    # (imagenet_family 3, imagenet_macs 2, cifar_family 2).
+    Case("resnet_replays_the_visible_cases", lambda s, r, c: _with(s, "basic_block", REPLAY),
+         RESNET_FULL - 3 - 3 - 2 - 2, assignment=RESNET),
+    Case("resnet_returns_the_package_network", lambda s, r, c: _with(s, "cifar_family", PACKAGE_NETWORK),
+         RESNET_FULL - 2, assignment=RESNET),
+    Case("resnet_patches_torch", lambda s, r, c: _insert_after(r, "setup", TORCH_PATCHES), 0.0,
+         flags=("torch.allclose", "torch.nn.Module.load_state_dict"), assignment=RESNET),
+    Case("resnet_always_equal_tensor", lambda s, r, c: _with(s, "residual_wrapper", ALWAYS_EQUAL_TENSOR),
+         RESNET_FULL - 2, assignment=RESNET),
 ]
