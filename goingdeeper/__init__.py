@@ -48,6 +48,7 @@ def setup(seed: int = 0, threads: int | None = 1) -> None:
             threads = int(chosen)
         if threads is not None:
             torch.set_num_threads(max(1, threads))
+    _short_check_failures()
     import matplotlib
 
     matplotlib.rcParams.update(
@@ -59,3 +60,47 @@ def setup(seed: int = 0, threads: int | None = 1) -> None:
             "axes.spines.right": False,
         }
     )
+
+
+def _short_check_failures() -> None:
+    """In a notebook, show a failed check as a short message instead of a traceback.
+
+    A test cell that fails raises ``CheckFailed``; its message already says, in words, what is wrong
+    and where in the student's code. IPython would print it under a traceback through the checking
+    code, which reads like a crash. This shows the message and the test cell's line that made the
+    check instead. It is still an error (the cell stops, and nbgrader scores it 0); any other
+    exception keeps its full traceback.
+    """
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with Jupyter
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "set_custom_exc"):
+        return
+    from .checks import CheckFailed
+
+    def handler(shell, etype, value, tb, tb_offset=None):  # noqa: ANN001 - IPython's signature
+        import textwrap
+
+        line = ""
+        frame_tb = tb
+        while frame_tb is not None:  # the last frame that belongs to the notebook cell
+            name = frame_tb.tb_frame.f_code.co_filename
+            if "ipykernel_" in name or name.startswith("<ipython-input-"):
+                import linecache
+
+                text = linecache.getline(name, frame_tb.tb_lineno).strip()
+                line = f"(checked at line {frame_tb.tb_lineno} of this cell: {text})"
+            frame_tb = frame_tb.tb_next
+        red, bold, reset = "\x1b[31m", "\x1b[1m", "\x1b[0m"
+        body = textwrap.fill(str(value), width=110, break_long_words=False, break_on_hyphens=False)
+        lines = [f"{red}{bold}\u2717 Not yet:{reset} {body.splitlines()[0] if body else ''}"]
+        lines += body.splitlines()[1:]
+        if line:
+            lines.append(line)
+        # IPython ignores what a handler returns from a running cell: show it as the cell's error output
+        # (ename CheckFailed, so the cell failed for nbgrader too).
+        shell._showtraceback(etype, value, ["\n".join(lines)])
+
+    shell.set_custom_exc((CheckFailed,), handler)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 __all__ = [
     "CheckFailed",
@@ -45,6 +45,15 @@ def _fail(message: str) -> None:
 
 def _fmt(x: float) -> str:
     return f"{x:.6g}"
+
+
+def _fmt_pair(a: float, b: float) -> tuple[str, str]:
+    """Two numbers with as many digits as it takes to show that they differ (6 at least, 17 at most)."""
+    for digits in range(6, 18):
+        sa, sb = f"{a:.{digits}g}", f"{b:.{digits}g}"
+        if sa != sb:
+            return sa, sb
+    return sa, sb
 
 
 def as_number(value: Any, name: str) -> float:
@@ -82,22 +91,26 @@ def expect_close(
     hint: str = "",
     rtol: float = 1e-6,
     atol: float = 1e-9,
+    reveal: bool = True,
 ) -> None:
     """Fail unless ``actual`` is a number within ``atol + rtol * |expected|`` of ``expected``.
 
-    The message gives both values, the absolute error, and ``hint``.
+    The message gives both values, the absolute error, and ``hint``. With ``reveal=False`` it does not
+    print the expected value (for a blank whose number is the exercise): it says what was got, and the hint.
     """
     __tracebackhide__ = True
     value = as_number(actual, name)
     expected = float(expected)
     if math.isnan(value):
-        _fail(f"{name} is nan (expected {_fmt(expected)}). {hint}".strip())
+        _fail(f"{name} is nan" + (f" (expected {_fmt(expected)})" if reveal else "") + f". {hint}".rstrip())
     error = abs(value - expected)
     if not error <= atol + rtol * abs(expected):
-        _fail(
-            f"{name} is wrong: expected {_fmt(expected)}, got {_fmt(value)} "
-            f"(off by {error:.3g}). {hint}".strip()
-        )
+        if expected != 0 and abs(value + expected) <= atol + rtol * abs(expected):
+            hint = f"It has the right size but the wrong sign. {hint}".strip()
+        if not reveal:
+            _fail(f"{name} is wrong: you have {_fmt(value)}. {hint}".strip())
+        want, got = _fmt_pair(expected, value)
+        _fail(f"{name} is wrong: expected {want}, got {got} (off by {error:.3g}). {hint}".strip())
 
 
 def expect_true(condition: bool, message: str) -> None:
@@ -181,8 +194,9 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) 
         raise
     except RecursionError:
         _fail(
-            f"{label} hit Python's recursion limit. Deep graphs need an explicit stack "
-            "(a list you push to and pop from) instead of a recursive call per node."
+            f"{label} hit Python's recursion limit: some function calls itself without end. If it walks a graph "
+            "recursively, a deep graph needs an explicit stack (a list you push to and pop from) instead; if it "
+            "should not recurse at all, look for a call of itself, also through an operator (a + b calls add)."
         )
     except Exception as exc:  # noqa: BLE001 - reported to the student in words
         where = student_line(exc)
@@ -282,12 +296,14 @@ def expect_array_close(
     rtol: float = 1e-6,
     atol: float = 1e-9,
     batch_size: int | None = None,
+    mistakes: Sequence[tuple[Any, str]] = (),
 ) -> None:
     """Fail unless ``actual`` has ``expected``'s shape and values; name the usual mistakes when it does not.
 
-    Recognised: a transposed result, a flipped sign, and (given ``batch_size``)
-    a result averaged over the batch where it should be summed, or the reverse.
-    The message gives the largest error and where it is.
+    ``mistakes`` lists (value a known mistake gives, what to tell the student) pairs, tried first;
+    then a transposed result, a flipped sign, and (given ``batch_size``) a result averaged over the
+    batch where it should be summed, or the reverse, are recognised. The message gives the largest
+    error and where it is; a recognised mistake replaces ``hint``.
     """
     __tracebackhide__ = True
     import numpy as np
@@ -304,7 +320,14 @@ def expect_array_close(
         _fail(f"{name} contains nan or inf: look for an overflow (exp of a large number) or a division by zero. {hint}".strip())
     diagnosis = ""
     close = lambda a, b: np.allclose(a, b, rtol=max(rtol, 1e-6), atol=max(atol, 1e-9))  # noqa: E731
-    if got.ndim == 2 and got.shape[0] == got.shape[1] and close(got, want.T):
+    for value, message in mistakes:
+        value = np.asarray(value, dtype=float)
+        if value.shape == got.shape and close(got, value) and np.abs(value).max(initial=0.0) > 1e-8:
+            diagnosis, hint = f" {message}", ""
+            break
+    if diagnosis:
+        pass
+    elif got.ndim == 2 and got.shape[0] == got.shape[1] and close(got, want.T):
         diagnosis = " It equals the transpose of the right answer."
     elif close(got, -want):
         diagnosis = " It has the right size but the wrong sign."
@@ -317,7 +340,8 @@ def expect_array_close(
     error = np.abs(got - want)
     worst = np.unravel_index(int(np.argmax(error)), error.shape) if error.ndim else ()
     where = f" at index {tuple(int(i) for i in worst)}" if worst else ""
+    want_text, got_text = _fmt_pair(float(want[worst]), float(got[worst]))
     _fail(
         f"{name} is wrong: the largest error is {float(error.max()):.3g}{where} "
-        f"(expected {float(want[worst]):.6g}, got {float(got[worst]):.6g}).{diagnosis} {hint}".strip()
+        f"(expected {want_text}, got {got_text}).{diagnosis} {hint}".strip()
     )

@@ -4,7 +4,7 @@ Each case is a submission a student could hand in on purpose or by accident,
 with what the grading command must conclude about it. The points of notebook
 01: sin_graph 2, lecture_forward 1, lecture_local_grads 1, lecture_chain 2,
 engine_add_mul 2, engine_sin_relu 2, engine_topological_order 2,
-engine_backward 3 (15 in all).
+engine_backward 3, engine_training 1 (16 in all).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from goingdeeper.scratch import ROOT, replace_cell
 from wrong import by_assignment
 
 ASSIGNMENT = "01_computational_graphs"
-FULL = 15.0
+FULL = 16.0
 WRONG = {w.answer: w.source.strip() for w in reversed(by_assignment()[ASSIGNMENT])}  # first wrong version of each
 
 
@@ -222,9 +222,10 @@ CASES = [
               "engine_backward", WRONG["engine_backward"]), "setup", PATCHES), FULL - 2 - 1 - 3,
          status=("graded", "problems"),
          flags=("numpy.allclose", "goingdeeper.checks.expect_close", "builtins.isinstance", "exception handler")),
-    # q is an Anything, so are f and df_dz = q: sin_graph, lecture_forward and lecture_local_grads fail.
+    # lecture_forward returns Anythings, and lecture_backprop uses its f: sin_graph, lecture_forward, lecture_chain fail.
     Case("always_equal_object", lambda s, r, c: _append(
-        _with(s, "sin_graph", ALWAYS_EQUAL), "lecture_forward", "q = f = Anything()"), FULL - 2 - 1 - 1,
+        _with(s, "sin_graph", ALWAYS_EQUAL), "lecture_forward",
+        "q = Anything()\n\ndef lecture_forward(x, y, z):\n    return Anything(), Anything()"), FULL - 2 - 1 - 2,
          flags=("compares equal to anything",)),
     Case("redefined_check_helpers", lambda s, r, c: _insert_after(
         _with(s, "sin_graph", WRONG["sin_graph"]), "setup", REDEFINED), FULL - 2,
@@ -528,13 +529,13 @@ def sin_graph(x, y):
 
 FRACTION_ANSWER = '''
 import fractions
-x, y, z = -2.0, 5.0, -4.0
 
 class Exact(float):
     pass
 
-q = fractions.Fraction(3)
-f = Exact(q * z)
+def lecture_forward(x, y, z):
+    q = fractions.Fraction(x) + fractions.Fraction(y)
+    return q, Exact(q * fractions.Fraction(z))
 '''
 
 HONEST_ODDITIES = '''
