@@ -231,7 +231,11 @@ def plot_training_curves(runs: list[Run], *, ax=None, title: str = ""):
 
 def training_explorer(steps: int = 200) -> Any:
     """An ipywidgets panel: learning rate, init scale, depth and activation; trains with and without BN and
-    redraws both loss curves."""
+    redraws both loss curves. With ``GOINGDEEPER_STATIC=1`` it returns a static figure of a few settings instead."""
+    from . import static_mode
+
+    if static_mode():
+        return _static_training(steps)
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
@@ -276,3 +280,18 @@ def step_data(seed: int = 3, m: int = 6, d: int = 4, offset: float = 12.0, eps: 
     x = rng.normal(size=(m, d)) * 5 + offset
     gamma, dy = rng.normal(size=d), rng.normal(size=(m, d))
     return {"x": x, "gamma": gamma, "dy": dy, "eps": eps, **bn_intermediate_grads(x, gamma, dy, eps)}
+
+
+def _static_training(steps: int) -> Any:
+    """The explorer as a static figure (``GOINGDEEPER_STATIC=1``): both curves at three learning rates."""
+    import matplotlib.pyplot as plt
+
+    rates = (0.01, 0.1, 1.0)
+    fig, axes = plt.subplots(1, len(rates), figsize=(15, 3.8), sharey=True)
+    for ax, lr in zip(axes, rates):
+        runs = [train(batchnorm=bn, lr=lr, steps=steps) for bn in (False, True)]
+        plot_training_curves(runs, ax=ax, title=f"lr {lr:g} (depth 6, sigmoid, init x1)")
+    fig.suptitle("The explorer at three learning rates (run the notebook to move the sliders yourself)")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig
