@@ -6,19 +6,14 @@ import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
 import pytest
-
+from labserver import TOKEN, get as _get, lab_server
 
 from goingdeeper.course import assignments
 
@@ -78,53 +73,16 @@ def test_nbgrader_and_widgets_extensions_are_enabled():
         assert re.search(re.escape(name) + r" enabled", server), server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read()
-
-
 @contextlib.contextmanager
 def _lab(root: Path, *args: str) -> Iterator[tuple[str, str]]:
-    """``bash course.sh lab ARGS`` on a free loopback port, headless, with a throwaway user config; yields (base URL, token)."""
-    port, token = _free_port(), "going-deeper-test"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    with tempfile.TemporaryDirectory() as user_config:
-        env["JUPYTER_CONFIG_DIR"] = user_config
-        proc = subprocess.Popen(
-            ["bash", str(root / "course.sh"), "lab", f"--port={port}", f"--IdentityProvider.token={token}", *args],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 90
-            while True:
-                try:
-                    status, _ = _get(f"{base}/api/status?token={token}")
-                    break
-                except OSError:
-                    if proc.poll() is not None or time.time() > deadline:
-                        raise AssertionError("JupyterLab did not start:\n" + proc.stdout.read().decode())
-                    time.sleep(0.5)
-            assert status == 200
-            import psutil
+    """``bash course.sh lab ARGS`` (tests/labserver.py), checked to listen on loopback only; yields (base URL, token)."""
+    import psutil
 
-            listening = {c.laddr.ip for c in psutil.net_connections("inet")
-                         if c.status == "LISTEN" and c.laddr.port == port}
-            assert listening == {"127.0.0.1"}, f"JupyterLab listens on {listening}: it must listen on loopback only"
-            yield base, token
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+    with lab_server(root, *args) as base:
+        port = int(base.rsplit(":", 1)[1])
+        listening = {c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}, f"JupyterLab listens on {listening}: it must listen on loopback only"
+        yield base, TOKEN
 
 
 def _page_config(base: str, token: str) -> dict:
