@@ -42,7 +42,7 @@ def venv_is_current(course: Path = ROOT) -> str | None:
     """
     venv = course_venv()
     stamp = venv / ".goingdeeper-installed"
-    want = subprocess.run(f"cat requirements.txt pyproject.toml | cksum", shell=True, cwd=course,
+    want = subprocess.run("cat requirements.txt pyproject.toml | cksum", shell=True, cwd=course,
                           capture_output=True, text=True).stdout
     if not (venv / "bin" / "python").exists() or not stamp.is_file() or stamp.read_text() != want:
         return f"{venv} is missing or not set up for the current pins: run `bash course.sh setup` first"
@@ -56,7 +56,8 @@ def lab_server(course: Path = ROOT, *args: str, env: dict[str, str] | None = Non
     Yields the base URL; the token is :data:`TOKEN`. ``env`` adds to the environment.
     """
     port = free_port()
-    full_env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    # As from a plain shell: no display, and no Jupyter configuration path of the test run's own.
+    full_env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "JUPYTER_CONFIG_PATH")}
     full_env.update(env or {})
     with tempfile.TemporaryDirectory() as user:
         full_env["JUPYTER_CONFIG_DIR"] = str(Path(user) / "config")
