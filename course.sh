@@ -126,7 +126,7 @@ case "$cmd" in
   site)
     full_repository_only site
     setup; activate
-    exec python -m goingdeeper.site "$@" ;;
+    exec python -m goingdeeper.reader "$@" ;;
   student-edition)
     full_repository_only student-edition
     setup; activate

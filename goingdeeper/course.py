@@ -12,7 +12,7 @@ Run as ``python -m goingdeeper.course COMMAND`` (``bash course.sh`` wraps it):
   (sources, cell types and ids, nbgrader's metadata and locks) or a committed
   notebook carries outputs, widget state or incomplete metadata.
 
-The reader's edition (``bash course.sh site``) is :mod:`goingdeeper.site`; the
+The reader's edition (``bash course.sh site``) is :mod:`goingdeeper.reader`; the
 student edition (``bash course.sh student-edition``) is :mod:`goingdeeper.editions`.
 """
 

@@ -46,7 +46,7 @@ __all__ = [
 EDITION_NAME = "going-deeper"
 MARKER = ".student-edition"
 #: Modules of ``goingdeeper/`` that only instructors use; the edition leaves them out.
-INSTRUCTOR_MODULES = frozenset({"course.py", "scratch.py", "grading.py", "editions.py", "site.py"})
+INSTRUCTOR_MODULES = frozenset({"course.py", "scratch.py", "grading.py", "editions.py", "reader.py"})
 #: Files copied as they are, relative to the course root.
 SETUP_FILES = ("course.sh", "requirements.txt", "environment.yml", "pyproject.toml", "data/README.md")
 #: Text that only instructor material holds: nbgrader's solution and hidden-test markers, and the

@@ -24,7 +24,7 @@ from labserver import TOKEN, course_venv, lab_server, venv_is_current
 
 from goingdeeper.course import ROOT, assignments, kernel_language_info, substance_differences
 from goingdeeper.editions import build_student_edition
-from goingdeeper.site import build_site, reader_notebook
+from goingdeeper.reader import build_site, reader_notebook
 
 SCREENSHOTS = ROOT / "build" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

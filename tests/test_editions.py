@@ -32,7 +32,7 @@ from goingdeeper.editions import (
     build_student_edition,
     instructor_material,
 )
-from goingdeeper.site import build_site, reader_notebook
+from goingdeeper.reader import build_site, reader_notebook
 
 # -- the student edition ------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from .editions import NotebookInfo, notebook_info, source_version
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "BuildError",
     "build_site",
     "copy_mathjax",
     "execute_notebook",
