@@ -47,9 +47,10 @@ __all__ = [
 ]
 
 #: Cell metadata that front ends write while someone works (JupyterLab, the classic Notebook, VS Code):
-#: ``strip`` drops it and ``check`` ignores it.
-FRONT_END_CELL_METADATA = ("collapsed", "scrolled", "execution", "jupyter", "trusted", "widgets")
-#: Cell metadata that is part of a release: nbgrader's, the locks it sets, and tags.
+#: ``strip`` drops it. (An author's collapsed input, ``jupyter.source_hidden``, is kept.)
+FRONT_END_CELL_METADATA = ("collapsed", "scrolled", "execution", "trusted", "widgets")
+#: Cell metadata that is part of a release, and all that ``check`` compares: nbgrader's, the locks it
+#: sets, and tags.
 RELEASE_CELL_METADATA = ("nbgrader", "deletable", "editable", "tags")
 #: Notebook metadata that the front end rewrites from the kernel it runs (and widget state).
 KERNEL_NOTEBOOK_METADATA = ("language_info", "widgets")

@@ -212,13 +212,15 @@ def test_student_edition_refuses_a_release_with_outputs(tmp_path, monkeypatch):
 # -- notebooks open unmodified; check compares what matters ---------------------------------------
 
 
-def _as_jupyterlab_saves_it(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """What opening, running, validating and saving in JupyterLab does to a notebook (without answers)."""
+def _as_jupyterlab_saves_it(nb: nbformat.NotebookNode, *, collapse: bool = True) -> nbformat.NotebookNode:
+    """What opening, running, validating and saving in JupyterLab does to a notebook (without answers);
+    ``collapse``: the student also collapsed and expanded some inputs."""
     nb = nbformat.from_dict(nb)
     nb.metadata["language_info"] = {**kernel_language_info(), "version": "3.11.99"}  # another Python patch
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     for i, cell in enumerate(nb.cells):
-        cell.metadata["jupyter"] = {"source_hidden": False}
+        if collapse:
+            cell.metadata["jupyter"] = {"source_hidden": False}
         cell.metadata["scrolled"] = True
         cell.metadata["execution"] = {"iopub.status.busy": "2026-01-01T00:00:00Z"}
         if cell.cell_type == "code":
@@ -247,6 +249,8 @@ def test_a_release_opened_run_and_saved_in_jupyterlab_is_still_fresh(tmp_path, m
     monkeypatch.setattr(course, "RELEASE", copy)
     assert stale_release(a) == [], "metadata, outputs and widget state must not make a release stale"
     # strip brings it back to the committed form
+    original = nbformat.read(course.ROOT / "notebooks" / a / path.name, as_version=4)
+    nbformat.write(_as_jupyterlab_saves_it(original, collapse=False), path)
     assert strip_notebook(path) is True
     assert notebook_problems(nbformat.read(path, as_version=4)) == []
     committed = nbformat.read(course.ROOT / "notebooks" / a / path.name, as_version=4)
