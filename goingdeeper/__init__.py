@@ -13,7 +13,7 @@ import random
 
 __version__ = "0.1.0"
 
-__all__ = ["setup", "grading_mode", "__version__"]
+__all__ = ["setup", "grading_mode", "static_mode", "__version__"]
 
 
 def grading_mode() -> str | None:
@@ -22,6 +22,15 @@ def grading_mode() -> str | None:
     Notebooks shrink long computations when this is not None.
     """
     return os.environ.get("NBGRADER_EXECUTION") or None
+
+
+def static_mode() -> bool:
+    """True when ``GOINGDEEPER_STATIC=1``: explorers draw a static figure of a few settings instead of widgets.
+
+    ``bash course.sh site`` sets it, so that the reader's edition shows every
+    explorer as a figure that needs no running kernel.
+    """
+    return os.environ.get("GOINGDEEPER_STATIC") == "1"
 
 
 def setup(seed: int = 0, threads: int | None = 1) -> None:

@@ -501,7 +501,11 @@ def plot_training_curves(runs: list[Run], *, ax=None, title: str = ""):
 def training_explorer(steps: int = 200, batchnorm: Any = True) -> Any:
     """An ipywidgets panel: learning rate, init scale, depth and activation; trains with and without
     ``batchnorm`` (True: torch's; or a :class:`YourBatchNorm`) and redraws both loss curves when a
-    control is released."""
+    control is released. With ``GOINGDEEPER_STATIC=1`` it returns a static figure of a few settings instead."""
+    from . import static_mode
+
+    if static_mode():
+        return _static_training(steps, batchnorm)
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
@@ -807,3 +811,18 @@ def check_spatial(forward: Callable, backward: Callable, shape: tuple[int, int, 
                        hint="Arrange dy exactly like x, reuse your backward pass, and undo the arrangement.")
     expect_array_close(out[1], layer.weight.grad.numpy(), "dgamma" + where, batch_size=n * h * w)
     expect_array_close(out[2], layer.bias.grad.numpy(), "dbeta" + where, batch_size=n * h * w)
+
+
+def _static_training(steps: int, batchnorm: Any = True) -> Any:
+    """The explorer as a static figure (``GOINGDEEPER_STATIC=1``): both curves at three learning rates."""
+    import matplotlib.pyplot as plt
+
+    rates = (0.05, 0.5, 5.0)
+    fig, axes = plt.subplots(1, len(rates), figsize=(15, 3.8), sharey=True)
+    for ax, lr in zip(axes, rates):
+        runs = [train(batchnorm=flag, lr=lr, steps=steps) for flag in (False, batchnorm)]
+        plot_training_curves(runs, ax=ax, title=f"lr {lr:g} (depth 6, sigmoid, init x1)")
+    fig.suptitle("The explorer at three learning rates (run the notebook to move the sliders yourself)")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
+    return fig

@@ -324,8 +324,13 @@ def gradient_flow_explorer(measure: Callable[..., np.ndarray]) -> Any:
     """An ipywidgets panel: depth, activation, initialisation and scale; redraws the gradient-norm plot live.
 
     ``measure(depth=, activation=, scheme=, scale=)`` returns the norms per layer
-    (notebook 02 passes a function built on the student's own network).
+    (notebook 02 passes a function built on the student's own network). With
+    ``GOINGDEEPER_STATIC=1`` it returns a static figure of a few settings instead.
     """
+    from . import static_mode
+
+    if static_mode():
+        return _static_gradient_flow(measure)
     import ipywidgets as widgets
     import matplotlib.pyplot as plt
 
@@ -461,4 +466,24 @@ def plot_classifier_history(history: dict[str, list[float]], title: str = ""):
     right.legend()
     fig.suptitle(title or "your network on handwritten digits")
     fig.tight_layout()
+
+
+def _static_gradient_flow(measure: Callable[..., np.ndarray]) -> Any:
+    """The explorer as a static figure (``GOINGDEEPER_STATIC=1``): what moving each control does, from its defaults."""
+    import matplotlib.pyplot as plt
+
+    settings = {
+        "depth (tanh, xavier)": {f"depth {d}": dict(depth=d) for d in (10, 30, 100)},
+        "scale x (tanh, xavier, depth 30)": {f"scale x {s:g}": dict(scale=s) for s in (0.5, 1.0, 2.0)},
+        "activation and init (depth 30)": {f"{a}, {i}": dict(activation=a, scheme=i)
+                                           for a, i in (("sigmoid", "xavier"), ("tanh", "xavier"), ("relu", "he"))},
+    }
+    fig, axes = plt.subplots(1, len(settings), figsize=(15, 3.8), sharey=True)
+    for ax, (title, curves) in zip(axes, settings.items()):
+        norms = {label: measure(**{"depth": 30, "activation": "tanh", "scheme": "xavier", "scale": 1.0, **change})
+                 for label, change in curves.items()}
+        plot_gradient_norms(norms, ax=ax, title=title)
+    fig.suptitle("The explorer's controls, one at a time (run the notebook to move them yourself)")
+    fig.tight_layout()
+    plt.close(fig)  # shown once, as the cell's value
     return fig
