@@ -1,15 +1,22 @@
 #!/usr/bin/env bash
-# Going Deeper: one entry point for students, instructors and CI.
+# Going Deeper: one entry point for students, readers, instructors and CI.
 #
-#   bash course.sh lab            set up (first time) and open the series in JupyterLab
+#   bash course.sh lab [ARGS]     set up (first time) and open the notebooks in JupyterLab (ARGS go to it)
+#   bash course.sh setup          only create or update the virtual environment
+#   bash course.sh help           this list
+#
+# Instructors and self-study readers (the full repository; the student edition has none of these):
+#
+#   bash course.sh lab --instructor   open the repository root, with the Formgrader and nbgrader's menus
 #   bash course.sh test [ARGS]    set up (first time) and run every test (ARGS go to pytest)
 #   bash course.sh release        regenerate notebooks/ from solutions/
-#   bash course.sh strip          strip outputs and widget state from committed notebooks
+#   bash course.sh strip          strip outputs and widget state, normalise the metadata of the notebooks
 #   bash course.sh check          fail if notebooks/ is stale or a notebook carries outputs
-#   bash course.sh execute        run the solved series into build/solved/ (notebooks + HTML)
+#   bash course.sh site [DIR]     the reader's edition: run the solved series into a static site that
+#                                 works offline (build/site/; --fast, --timeout SECONDS, --only A)
+#   bash course.sh student-edition [DIR]   what students receive: a folder and a zip (build/student-edition/)
 #   bash course.sh nbgrader ARGS  run nbgrader with the course configuration (autograder/)
 #   bash course.sh grade A|all    grade submissions: parallel, sandboxed, tamper-resistant, with a report
-#   bash course.sh setup          only create or update the virtual environment
 #
 # The virtual environment lives in .venv/ (override with GOINGDEEPER_VENV) and is
 # reused; it is reinstalled only when requirements.txt or pyproject.toml change.
@@ -18,6 +25,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${GOINGDEEPER_VENV:-$ROOT/.venv}"
 STAMP="$VENV/.goingdeeper-installed"
+# The student edition (bash course.sh student-edition) carries this file, and no solutions/ or autograder/.
+STUDENT_EDITION=0
+[[ -f "$ROOT/.student-edition" ]] && STUDENT_EDITION=1
 
 die() { echo "course.sh: $*" >&2; exit 1; }
 
@@ -33,7 +43,22 @@ find_python() {
   return 1
 }
 
+full_repository_only() {
+  if [[ "$STUDENT_EDITION" == 1 ]]; then
+    die "'bash course.sh $*' is for instructors and needs the full course repository (solutions/, autograder/, tests/), which the student edition does not ship. Students: 'bash course.sh lab' opens the notebooks; each test cell checks your answer when you run it."
+  fi
+}
+
+make_exchange() {
+  # nbgrader's exchange for the instructor's lab (autograder/nbgrader_config.py points there unless
+  # GOINGDEEPER_EXCHANGE is set). World-writable, as nbgrader's release_assignment makes it.
+  if [[ -d "$ROOT/autograder" && -z "${GOINGDEEPER_EXCHANGE:-}" && ! -d "$ROOT/autograder/exchange" ]]; then
+    mkdir -p "$ROOT/autograder/exchange" && chmod 0777 "$ROOT/autograder/exchange"
+  fi
+}
+
 setup() {
+  make_exchange
   local want
   want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | cksum)"
   if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
@@ -53,8 +78,10 @@ setup() {
 }
 
 activate() {
+  # $1: the course's Jupyter configuration folders (default: nbgrader's, in autograder/).
+  local config="${1:-$ROOT/autograder}"
   export PATH="$VENV/bin:$PATH"            # nbgrader shells out to alembic
-  export JUPYTER_CONFIG_PATH="$ROOT/autograder${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
+  export JUPYTER_CONFIG_PATH="$config${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
   export PYTHONDONTWRITEBYTECODE=1
 }
 
@@ -64,7 +91,19 @@ case "$cmd" in
   setup)
     setup ;;
   lab)
-    setup; activate
+    mode=student
+    args=()
+    for arg in "$@"; do
+      if [[ "$arg" == --instructor ]]; then mode=instructor; else args+=("$arg"); fi
+    done
+    if [[ "$mode" == instructor ]]; then
+      full_repository_only lab --instructor
+      setup; activate "$ROOT/autograder:$ROOT/jupyter-config/lab"
+      lab_root="$ROOT"                     # solutions/, notebooks/ and the Formgrader
+    else
+      setup; activate "$ROOT/jupyter-config/student:$ROOT/jupyter-config/lab"
+      lab_root="$ROOT/notebooks"           # the notebooks, and nbgrader's Validate button
+    fi
     browser=()
     if [[ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" && "$(uname)" != "Darwin" ]]; then
       browser=(--no-browser)               # headless: print the URL instead
@@ -72,25 +111,47 @@ case "$cmd" in
     if [[ "$(id -u)" == 0 ]]; then
       browser+=(--allow-root)              # containers and CI machines run as root
     fi
-    exec jupyter lab "${browser[@]}" --ServerApp.ip=127.0.0.1 \
-      --ServerApp.root_dir="$ROOT" "$@" ;;
+    exec jupyter lab ${browser[@]+"${browser[@]}"} --ServerApp.ip=127.0.0.1 \
+      --ServerApp.root_dir="$lab_root" ${args[@]+"${args[@]}"} ;;
   test)
+    full_repository_only test
     setup; activate
     cd "$ROOT"
     exec python -m pytest "$@" ;;
-  release|strip|check|execute)
+  release|strip|check)
+    full_repository_only "$cmd"
     setup; activate
     cd "$ROOT"
     exec python -m goingdeeper.course "$cmd" ;;
+  site)
+    full_repository_only site
+    setup; activate
+    exec python -m goingdeeper.reader "$@" ;;
+  student-edition)
+    full_repository_only student-edition
+    setup; activate
+    exec python -m goingdeeper.editions "$@" ;;
+  execute)
+    die "'execute' became 'bash course.sh site': a static site of the solved series that works offline (see bash course.sh help)" ;;
   grade)
+    full_repository_only grade
     setup; activate
     exec python "$ROOT/autograder/grade.py" "$@" ;;
   nbgrader)
+    full_repository_only nbgrader
     setup; activate
     cd "$ROOT/autograder"
     exec nbgrader "$@" ;;
   help|-h|--help)
-    sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//' ;;
+    if [[ "$STUDENT_EDITION" == 1 ]]; then
+      # The student edition lists only its own commands.
+      awk 'NR == 1 { next } !/^#/ { exit } /^# Instructors/ { skip = 1 } /^# The virtual/ { skip = 0 } !skip' \
+        "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      echo
+      echo "This is the student edition: the instructors' commands (test, grade, release, ...) are not part of it."
+    else
+      sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    fi ;;
   *)
     die "unknown command '$cmd'. Try: bash course.sh help" ;;
 esac

@@ -7,24 +7,24 @@ For every submission (``<submissions>/<student>/<assignment>/*.ipynb``, the
 layout nbgrader's ``collect`` and ``zip_collect`` produce), in a pool of
 worker processes:
 
-1. the notebook is prepared as nbgrader prepares it: locked and test cells are
-   restored from the gradebook, deleted ones are put back;
-2. the student's cells run in a sandbox (``sandbox/trusted.py``) under time,
-   memory, process and output limits, on a scratch copy of the submission;
+1. the notebook is planned from the course, not from the submission: locked,
+   set-up and test cells are the gradebook's, in the source notebook's order
+   and types; the student's answers and extra cells fill in around them
+   (``sandbox/boundary.py``, the trust boundary on one page);
+2. the student's cells run in a sandbox under time, memory, process and
+   output limits, on a scratch copy of the submission's regular files;
 3. each test cell runs in the grader's own process, against proxies of the
-   student's objects: numbers, arrays and strings cross over as data, and all
-   comparisons happen where the student's code cannot reach them;
+   student's objects (``sandbox/session.py``, ``sandbox/trusted.py``);
 4. scores go into the course gradebook (so ``nbgrader generate_feedback``,
    ``nbgrader export`` and the formgrader work as usual), and the autograded
    notebook, with the grader's verdicts as the test cells' outputs, into
    ``autograder/autograded/``.
 
-A submission that cannot be graded (its process keeps dying, it uses up its
-total time, the file is not a notebook) is reported as such with the reason,
-never as a silent 0. Attempts to tamper with the grading (patched numpy,
-torch, builtins or our checks; objects that equal anything; redefined check
-helpers) are flagged. ``autograder/reports/<assignment>/`` receives
-``grades.csv``, ``report.html`` and one log per submission.
+This file keeps the command line, the pool and the gradebook. A submission
+that cannot be graded is reported as such with the reason, never as a silent
+0, and a failed regrade replaces the old score with that mark.
+``autograder/reports/<assignment>/`` receives ``grades.csv``, ``report.html``
+and one log per submission.
 """
 
 from __future__ import annotations
@@ -32,38 +32,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import io
 import json
 import multiprocessing
 import os
 import re
 import shutil
+import stat
 import sys
-import tempfile
 import time
 import traceback
 import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from sandbox.trusted import (  # noqa: E402
-    CellTimeout,
-    Limits,
-    Remote,
-    RemoteGlobals,
-    RunnerDied,
-    Sandbox,
-    bwrap_available,
-)
+from sandbox import boundary  # noqa: E402
+from sandbox.session import CellResult, Result, Session, scan_for_tampering  # noqa: E402,F401
+from sandbox.trusted import Limits, RunnerDied, UidLease, bwrap_available, interpreter_runs_as  # noqa: E402
 
-SETUP_ID = "setup"
-MAX_RESTARTS = 3
+_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.S | re.M)
+
+
+def without_hidden_tests(source: str) -> str:
+    """A test cell's source as the release shows it (nbgrader drops the hidden block)."""
+    return _HIDDEN.sub("", source)
 
 
 @dataclass
@@ -77,369 +73,37 @@ class Task:
     log: str
     limits: Limits
     use_bwrap: bool
-    hide: list[str]
+    drop_uid: bool  # run the student's code under a leased unprivileged user id (root only)
+    data: str | None
 
 
-@dataclass
-class CellResult:
-    grade_id: str
-    points: float
-    max_points: float
-    passed: bool
-    message: str = ""
+# -- one submission, in a worker -----------------------------------------------------------------
+_LEASE: UidLease | None = None
 
 
-@dataclass
-class Result:
-    student: str
-    assignment: str
-    notebook: str
-    status: str = "graded"  # graded | problems | ungradable
-    reason: str = ""
-    cells: list[CellResult] = field(default_factory=list)
-    flags: list[str] = field(default_factory=list)  # attempts to tamper with grading
-    problems: list[str] = field(default_factory=list)  # timeouts and crashes while grading
-    notes: list[str] = field(default_factory=list)  # edited, deleted or duplicated cells
-    seconds: float = 0.0
-    sandbox: str = ""
-
-    @property
-    def score(self) -> float | None:
-        return None if self.status == "ungradable" else sum(c.points for c in self.cells)
-
-    @property
-    def max_score(self) -> float:
-        return sum(c.max_points for c in self.cells)
-
-
-# -- preparing the notebook ------------------------------------------------------------
-def _nbg(cell) -> dict:
-    return cell.get("metadata", {}).get("nbgrader", {}) or {}
-
-
-def prepare(student_nb, source_nb, source_cells: dict[str, Any], grade_cells: dict[str, float], notes: list[str]):
-    """The notebook as it will be graded: nbgrader's rules for locked, test and deleted cells.
-
-    Locked cells and test cells take the gradebook's source; a test or locked
-    cell the student deleted is put back after the cell that precedes it in the
-    source notebook; a duplicated test cell runs once.
-    """
-    import nbformat
-
-    cells = []
-    seen: set[str] = set()
-    for cell in student_nb.cells:
-        gid = _nbg(cell).get("grade_id")
-        if gid in source_cells and (source_cells[gid].locked or gid in grade_cells):
-            if gid in seen:
-                notes.append(f"duplicated cell {gid} (graded once)")
-                continue
-            seen.add(gid)
-            original = source_cells[gid]
-            if gid in grade_cells and cell.get("source", "").strip() not in (
-                original.source.strip(), without_hidden_tests(original.source).strip()):
-                notes.append(f"edited test cell {gid} (the original was graded)")
-            cell = nbformat.from_dict(cell)
-            cell.source = original.source
-        elif gid in seen:
-            notes.append(f"duplicated cell {gid} (graded once)")
-            continue
-        elif gid:
-            seen.add(gid)
-        cells.append(cell)
-    order = [_nbg(c).get("grade_id") for c in source_nb.cells]
-    for i, gid in enumerate(order):
-        if gid is None or gid in seen or gid not in source_cells:
-            continue
-        if not (source_cells[gid].locked or gid in grade_cells):
-            continue
-        notes.append(f"deleted cell {gid} (put back and graded)")
-        restored = nbformat.from_dict(source_nb.cells[i])
-        restored.source = source_cells[gid].source
-        before = {g for g in order[:i] if g}
-        at = 0
-        for k, c in enumerate(cells):
-            if _nbg(c).get("grade_id") in before:
-                at = k + 1
-        cells.insert(at, restored)
-        seen.add(gid)
-    student_nb.cells = cells
-    return student_nb
-
-
-# -- reading the student's code for tampering ------------------------------------------------
-WATCHED_MODULES = ("numpy", "torch", "math", "builtins", "goingdeeper", "IPython", "sys", "gc", "inspect")
-SUSPICIOUS_CALLS = {"set_custom_exc": "installs an IPython exception handler",
-                    "settrace": "installs a trace function", "setprofile": "installs a profile function",
-                    "get_objects": "walks the interpreter's objects (gc.get_objects)",
-                    "get_referrers": "walks the interpreter's objects (gc.get_referrers)"}
-
-
-def scan_for_tampering(source: str) -> list[str]:
-    """Flags for code that changes library or grader objects, found by reading the cell (not running it)."""
-    import ast
-
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for a in node.names:
-                if a.name.split(".")[0] in WATCHED_MODULES:
-                    aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in WATCHED_MODULES:
-            for a in node.names:
-                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
-        elif isinstance(node, ast.ImportFrom) and node.module == "ctypes" or (
-                isinstance(node, ast.Import) and any(a.name == "ctypes" for a in node.names)):
-            aliases["ctypes"] = "ctypes"
-
-    def dotted(node) -> str | None:
-        parts = []
-        while isinstance(node, ast.Attribute):
-            parts.append(node.attr)
-            node = node.value
-        if isinstance(node, ast.Name) and node.id in aliases:
-            return ".".join([aliases[node.id], *reversed(parts)])
-        return None
-
-    flags = []
-    for node in ast.walk(tree):
-        targets = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
-            targets = [node.target]
-        elif isinstance(node, ast.Delete):
-            targets = node.targets
-        for target in targets:
-            name = dotted(target) if isinstance(target, ast.Attribute) else None
-            if isinstance(target, ast.Subscript) and dotted(target.value) in ("sys.modules",):
-                name = "sys.modules[...]"
-            if name:
-                flags.append(f"code replaces {name}")
-        if isinstance(node, ast.Call):
-            func = node.func
-            attr = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-            if attr in SUSPICIOUS_CALLS:
-                flags.append(f"code {SUSPICIOUS_CALLS[attr]}")
-            if attr == "setattr" and node.args and dotted(node.args[0]):
-                flags.append(f"code replaces attributes of {dotted(node.args[0])} with setattr")
-    if "ctypes" in aliases:
-        flags.append("code imports ctypes")
-    return flags
-
-
-# -- grading one submission ------------------------------------------------------------
-_WORKER_UID: int | None = None
-
-
-def _init_worker(counter) -> None:
-    global _WORKER_UID
-    with counter.get_lock():
-        counter.value += 1
-        index = counter.value
-    if os.getuid() == 0 and shutil.which("setpriv") is not None:
-        _WORKER_UID = 61000 + index
+def _init_worker(drop_uid: bool) -> None:
+    global _LEASE
     warnings.simplefilter("ignore")
+    if drop_uid:
+        _LEASE = UidLease()  # held for the worker's life; the kernel drops it when the worker ends
     if "torch" in sys.modules:  # workers run side by side: one thread each
         sys.modules["torch"].set_num_threads(1)
 
 
-def _stream(name: str, text: str):
-    from nbformat.v4 import new_output
+def _course(task: Task, nb_row) -> tuple[list[boundary.CourseCell], str]:
+    import nbformat
 
-    return new_output("stream", name=name, text=text)
-
-
-def _error(ename: str, evalue: str, tb: list[str] | None = None):
-    from nbformat.v4 import new_output
-
-    return new_output("error", ename=ename, evalue=evalue, traceback=tb or [f"{ename}: {evalue}"])
-
-
-_HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.S | re.M)
-
-
-def without_hidden_tests(source: str) -> str:
-    """A test cell's source as the release shows it (nbgrader drops the hidden block)."""
-    return _HIDDEN.sub("", source)
-
-
-class Grader:
-    """Grades one submission: runs its cells in the sandbox and its tests here."""
-
-    def __init__(self, task: Task, result: Result, log) -> None:
-        self.task, self.result, self.log = task, result, log
-        self.start = time.monotonic()
-        self.sandbox = Sandbox(Path(tempfile.mkdtemp(prefix="gd-grade-")), task.limits, uid=_WORKER_UID,
-                               hide=[Path(p) for p in task.hide], use_bwrap=task.use_bwrap)
-        submitted = Path(task.path).parent
-        for item in submitted.iterdir():  # the scratch copy of the submission
-            if item.is_file() and item.stat().st_size < 50 * 1024 * 1024:
-                shutil.copy(item, self.sandbox.scratch / "work" / item.name)
-        if _WORKER_UID is not None:
-            for item in (self.sandbox.scratch / "work").iterdir():
-                os.chown(item, _WORKER_UID, _WORKER_UID)
-        self.remote = Remote(self.sandbox)
-        self.executed: list[str] = []  # sources of runner cells that ran, for replays
-        self.restarts = 0
-
-    def remaining(self) -> float:
-        return self.task.limits.total_timeout - (time.monotonic() - self.start)
-
-    def cell_budget(self) -> float:
-        return max(0.0, min(self.task.limits.cell_timeout, self.remaining()))
-
-    def restart(self, why: str) -> bool:
-        self.sandbox.kill()
-        self.remote.reset()
-        if self.restarts >= MAX_RESTARTS:
-            return False
-        self.restarts += 1
-        self.log(f"restarting the notebook's process ({why}); replaying {len(self.executed)} cells")
-        try:
-            self.sandbox.start()
-            for source in list(self.executed):
-                reply = self.sandbox.request({"op": "run", "source": source}, self.cell_budget(), "replaying a cell")
-                if reply.get("timed_out"):
-                    self.executed.remove(source)
-        except RunnerDied as exc:
-            self.log(f"replay failed: {exc}")
-            return self.restart(str(exc))
-        return True
-
-    def ensure_running(self) -> None:
-        if self.sandbox.sock is None and not self.restart("the notebook's process is not running"):
-            raise RunnerDied("the notebook's process kept dying, so grading stopped")
-
-    def run_student_cell(self, cell) -> list[dict]:
-        self.ensure_running()
-        budget = self.cell_budget()
-        try:
-            reply = self.sandbox.request({"op": "run", "source": cell.source}, budget, "running this cell")
-        except RunnerDied as exc:
-            self.result.problems.append(f"a cell ended the notebook's process: {exc}")
-            if not self.restart(str(exc)):
-                raise
-            return [_error("GraderError", f"This cell could not run: {exc}. It was left out.")]
-        outputs = []
-        if reply.get("stdout"):
-            outputs.append(_stream("stdout", reply["stdout"]))
-        if reply.get("stderr"):
-            outputs.append(_stream("stderr", reply["stderr"]))
-        if reply.get("timed_out"):
-            self.result.problems.append(f"a cell ran past the {budget:.0f} s limit and was interrupted")
-            outputs.append(_error("TimeoutError", f"This cell ran past the {budget:.0f} s limit and was interrupted."))
-            return outputs
-        error = reply.get("error")
-        if error:
-            outputs.append(_error(str(error.get("ename")), str(error.get("evalue")),
-                                  str(error.get("traceback", "")).splitlines()[-30:]))
-        self.executed.append(cell.source)
-        self.collect_tamper_report()
-        return outputs
-
-    def collect_tamper_report(self) -> None:
-        try:
-            report = self.sandbox.request({"op": "tamper"}, 10, "asking for the tamper report").get("value") or []
-        except RunnerDied:
-            return
-        for flag in report if isinstance(report, list) else []:
-            if str(flag)[:200] not in self.result.flags:
-                self.result.flags.append(str(flag)[:200])
-
-    def run_test_cell(self, cell, namespace: dict, gid: str, points: float) -> tuple[list[dict], CellResult]:
-        self.ensure_running()
-        budget = self.cell_budget()
-        self.remote.deadline = time.monotonic() + budget
-        self.remote.attributes.clear()  # the student's cells ran since the last test
-        out = io.StringIO()
-        passed, message, ename = False, "", ""
-        try:
-            code = compile(cell.source, f"<test cell {gid}>", "exec")
-            with contextlib.redirect_stdout(out), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                exec(code, RemoteGlobals(self.remote, namespace))  # noqa: S102 - our own test code
-            passed = True
-        except RunnerDied as exc:
-            ename, message = "GraderError", f"the notebook's process ended during this test: {exc}"
-            self.result.problems.append(f"{gid}: {exc}")
-            if not self.restart(str(exc)):
-                raise
-        except CellTimeout as exc:
-            ename, message = "TimeoutError", f"{exc} (limit {budget:.0f} s)"
-            self.result.problems.append(f"{gid}: the student's code ran past the time limit")
-        except RecursionError:
-            ename, message = "RecursionError", "maximum recursion depth exceeded"
-        except NotImplementedError as exc:
-            ename = "NotImplementedError"
-            message = str(exc) or "something this test uses is not implemented yet (raise NotImplementedError())"
-        except Exception as exc:  # noqa: BLE001 - every failure becomes feedback
-            ename, message = type(exc).__name__, str(exc)
-        outputs = [_stream("stdout", out.getvalue())] if out.getvalue() else []
-        if not passed:
-            outputs.append(_error(ename, message))
-        return outputs, CellResult(gid, points if passed else 0.0, points, passed,
-                                   "" if passed else f"{ename}: {message}")
-
-    def check_setup_names(self, trusted: dict) -> None:
-        for name, value in trusted.items():
-            if name.startswith("_") or not hasattr(value, "__module__") and not hasattr(value, "__name__"):
-                continue
-            try:
-                reply = self.sandbox.request({"op": "describe", "name": name}, 10, "checking names")
-            except RunnerDied:
-                return
-            described = reply.get("value")
-            mine = [str(getattr(value, "__module__", "")), str(getattr(value, "__qualname__", ""))]
-            if described is None:
-                self.result.flags.append(f"deleted {name}, which the tests use")
-            elif not isinstance(value, type(sys)) and described != mine:  # modules describe differently
-                self.result.flags.append(f"redefined {name}, which the tests use")
-
-    def grade(self, nb, grade_cells: dict[str, float]) -> None:
-        self.sandbox.start()
-        self.result.sandbox = ("bubblewrap" if self.task.use_bwrap else "limits only") + (
-            f", uid {_WORKER_UID}" if _WORKER_UID is not None else "")
-        trusted: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
-        for cell in nb.cells:
-            if cell.cell_type != "code":
-                continue
-            meta = _nbg(cell)
-            gid = meta.get("grade_id")
-            if self.remaining() <= 0:
-                raise TimeoutError(f"the submission used up its total time of {self.task.limits.total_timeout:.0f} s")
-            if gid == SETUP_ID:
-                with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    exec(compile(cell.source, "<setup>", "exec"), trusted)  # noqa: S102 - instructor's cell
-                cell.outputs = self.run_student_cell(cell)
-            elif gid in grade_cells and not meta.get("solution"):
-                calls, began = self.remote.calls, time.monotonic()
-                cell.outputs, res = self.run_test_cell(cell, trusted, gid, grade_cells[gid])
-                self.result.cells.append(res)
-                self.log(f"{gid}: {'passed' if res.passed else res.message[:300]} "
-                         f"({self.remote.calls - calls} requests, {time.monotonic() - began:.2f} s)")
-            else:
-                for flag in scan_for_tampering(cell.source):
-                    if flag not in self.result.flags:
-                        self.result.flags.append(flag)
-                cell.outputs = self.run_student_cell(cell)
-            if "execution_count" in cell:
-                cell.execution_count = None
-        self.check_setup_names(trusted)
-        self.collect_tamper_report()
-
-    def close(self) -> None:
-        self.sandbox.kill()
-        shutil.rmtree(self.sandbox.scratch, ignore_errors=True)
+    grade_points = {c.name: float(c.max_score) for c in nb_row.grade_cells if c.cell_type == "code"}
+    known = {c.name: SimpleNamespace(source=c.source, locked=c.locked, cell_type=c.cell_type)
+             for c in nb_row.source_cells}
+    solutions = {c.name for c in nb_row.solution_cells}
+    source_nb = nbformat.read(task.source, as_version=4)
+    cells = boundary.course_cells(source_nb, known, grade_points, solutions)
+    setup = next((c.source for c in cells if c.role == boundary.SETUP), "")
+    return cells, setup
 
 
 def grade_submission(task: Task) -> Result:
-    import nbformat
     from nbgrader.api import Gradebook
 
     name = Path(task.path).stem
@@ -447,48 +111,48 @@ def grade_submission(task: Task) -> Result:
     lines: list[str] = []
 
     def log(line: str) -> None:
-        lines.append(f"[{time.strftime('%H:%M:%S')}] {line}")
+        lines.append(f"[{time.strftime('%H:%M:%S')}] {boundary.clean_text(line)}")
 
     start = time.monotonic()
     with Gradebook(task.db_url) as gb:
-        nb_row = gb.find_notebook(name, task.assignment)
-        grade_cells = {c.name: float(c.max_score) for c in nb_row.grade_cells if c.cell_type == "code"}
-        source_cells = {c.name: SimpleNamespace(source=c.source, locked=c.locked) for c in nb_row.source_cells}
+        course, setup = _course(task, gb.find_notebook(name, task.assignment))
+    tests = [c for c in course if c.role == boundary.TEST]
     log(f"grading {task.path}")
-    grader = None
+    session = None
+    out_dir = Path(task.autograded)
     try:
-        try:
-            student_nb = nbformat.read(task.path, as_version=4)
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"the file is not a readable notebook ({type(exc).__name__}: {exc})") from None
-        source_nb = nbformat.read(task.source, as_version=4)
-        nb = prepare(student_nb, source_nb, source_cells, grade_cells, result.notes)
-        grader = Grader(task, result, log)
-        grader.grade(nb, grade_cells)
+        student_cells = boundary.read_submission(Path(task.path))
+        planned = boundary.plan_cells(student_cells, course, result.notes, without_hidden_tests)
+        uid = _LEASE.uid if _LEASE is not None else None
+        session = Session(result, task.limits, log, uid=uid, use_bwrap=task.use_bwrap,
+                          data=Path(task.data) if task.data else None, submission=Path(task.path).parent)
+        result.sandbox = ("bubblewrap" if task.use_bwrap else "no sandbox") + (f", uid {uid}" if uid else "")
+        session.grade(planned, setup)
         graded = {c.grade_id for c in result.cells}
-        for gid, points in grade_cells.items():
-            if gid not in graded:
-                result.cells.append(CellResult(gid, 0.0, points, False, "test cell did not run"))
+        for cell in tests:
+            if cell.grade_id not in graded:
+                result.cells.append(CellResult(cell.grade_id, 0.0, cell.points, False, "test cell did not run"))
         if result.problems:
             result.status, result.reason = "problems", "; ".join(result.problems)[:1000]
-        out_dir = Path(task.autograded)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        nbformat.write(nb, out_dir / Path(task.path).name)
-        stamp = Path(task.path).parent / "timestamp.txt"
-        if stamp.is_file():
-            shutil.copy(stamp, out_dir / "timestamp.txt")
-    except (RunnerDied, TimeoutError, ValueError) as exc:
-        result.status, result.reason = "ungradable", str(exc)
+        _write_autograded(task, planned, out_dir)
+    except boundary.NotGradable as exc:
+        result.status, result.reason = "ungradable", f"the submission: {exc}"
+        log(f"could not be graded: {exc}")
+    except (RunnerDied, TimeoutError) as exc:
+        result.status, result.reason = "ungradable", boundary.keep_text(exc, 1000)
         log(f"could not be graded: {exc}")
     except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch
-        result.status, result.reason = "ungradable", f"grader error: {type(exc).__name__}: {exc}"
+        result.status = "ungradable"
+        result.reason = boundary.keep_text(f"grader error (please report it): {type(exc).__name__}: {exc}", 1000)
         log(traceback.format_exc())
     finally:
-        if grader is not None:
-            grader.close()
+        if session is not None:
+            session.close()
     if result.status == "ungradable":
         graded = {c.grade_id for c in result.cells}
-        result.cells += [CellResult(g, 0.0, p, False, "not graded") for g, p in grade_cells.items() if g not in graded]
+        result.cells += [CellResult(c.grade_id, 0.0, c.points, False, "not graded") for c in tests
+                         if c.grade_id not in graded]
+        _remove_stale_autograded(out_dir)
     result.seconds = round(time.monotonic() - start, 2)
     for flag in result.flags:
         log(f"FLAG {flag}")
@@ -498,23 +162,94 @@ def grade_submission(task: Task) -> Result:
         log(f"note: {note}")
     log(f"status {result.status} {result.reason}; score {result.score}/{result.max_score} in {result.seconds} s")
     Path(task.log).parent.mkdir(parents=True, exist_ok=True)
-    Path(task.log).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    Path(task.log).write_text("\n".join(lines) + "\n", encoding="utf-8", errors="backslashreplace")
     return result
 
 
+def _write_autograded(task: Task, planned: list[boundary.PlannedCell], out_dir: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[p.cell for p in planned])
+    nb.metadata.update(nbformat.read(task.source, as_version=4).metadata)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, out_dir / Path(task.path).name)
+    stamp = Path(task.path).parent / "timestamp.txt"
+    target = out_dir / "timestamp.txt"
+    target.unlink(missing_ok=True)
+    try:  # nbgrader's submission time: a small regular file, never a link
+        fd = os.open(stamp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return
+    with os.fdopen(fd, "rb") as f:
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            text = f.read(200).decode("utf-8", "replace").strip()
+            if re.fullmatch(r"[0-9T:.\- +]{10,40}", text):
+                target.write_text(text, encoding="utf-8")
+
+
+def _remove_stale_autograded(out_dir: Path) -> None:
+    """A failed regrade leaves no earlier autograded notebook behind for feedback to be made from."""
+    if out_dir.is_dir() and not out_dir.is_symlink():
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
 # -- the batch ------------------------------------------------------------------------------
-def record(db_url: str, result: Result) -> None:
-    """Write one result into the gradebook (main process only: one writer)."""
+def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done) -> list[Result]:
+    """Grade ``tasks`` in a pool of workers; ``done(result, task)`` is called in this process for each.
+
+    A worker that dies breaks the pool, and every submission not finished then fails with it. Those
+    are graded again, each in a pool of its own: an innocent one is graded, the one whose grading
+    kills its worker is reported ungradable.
+    """
+    from concurrent.futures.process import BrokenProcessPool
+
+    results: list[Result] = []
+    rounds = [(list(tasks), workers)]
+    while rounds:
+        batch, size = rounds.pop(0)
+        with ProcessPoolExecutor(max_workers=min(size, len(batch)), initializer=_init_worker,
+                                 initargs=(drop_uid,), mp_context=multiprocessing.get_context("fork")) as pool:
+            futures = {pool.submit(grade_submission, t): t for t in batch}
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    if size > 1 or len(batch) > 1:
+                        rounds.append(([task], 1))  # again, alone
+                        continue
+                    result = _failed(task, "its grading worker died (the submission may exhaust the machine)")
+                except BaseException as exc:  # noqa: BLE001 - a worker failed: report, keep going
+                    result = _failed(task, f"the grading worker failed: {type(exc).__name__}: {exc}")
+                results.append(result)
+                done(result, task)
+    return results
+
+
+def _failed(task: Task, reason: str) -> Result:
+    _remove_stale_autograded(Path(task.autograded))
+    return Result(task.student, task.assignment, Path(task.path).stem, "ungradable", boundary.keep_text(reason, 1000))
+
+
+def record(db_url: str, result: Result, test_ids: list[str]) -> None:
+    """Write one result into the gradebook (main process only: one writer).
+
+    An ungradable submission gets no automatic score in any cell (replacing an earlier one),
+    is marked for manual grading and flagged.
+    """
     from nbgrader.api import Gradebook
 
     with Gradebook(db_url) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy warnings
         gb.update_or_create_student(result.student)
         gb.update_or_create_submission(result.assignment, result.student)
-        for cell in result.cells:
-            grade = gb.find_grade(cell.grade_id, result.notebook, result.assignment, result.student)
-            grade.auto_score = cell.points
-            grade.needs_manual_grade = result.status == "ungradable"
+        points = {c.grade_id: c.points for c in result.cells}
+        for gid in test_ids:
+            grade = gb.find_grade(gid, result.notebook, result.assignment, result.student)
+            if result.status == "ungradable":
+                grade.auto_score, grade.needs_manual_grade = None, True
+            else:
+                grade.auto_score, grade.needs_manual_grade = points.get(gid, 0.0), False
         nb = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
         nb.flagged = bool(result.flags) or result.status != "graded"
         gb.db.commit()
@@ -528,16 +263,39 @@ def _preload() -> None:
             __import__(module)
 
 
-def discover(root: Path, submissions: Path, assignment: str, students: list[str] | None) -> list[tuple[str, Path]]:
-    found = []
-    if not submissions.is_dir():
-        return found
-    for student_dir in sorted(p for p in submissions.iterdir() if p.is_dir()):
+def _is_real_dir(path: Path) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def discover(submissions: Path, assignment: str, students: list[str] | None) -> tuple[list[tuple[str, Path]], list[str]]:
+    """(student, notebook) pairs, and what was skipped: links and odd files are never followed."""
+    found, skipped = [], []
+    if not _is_real_dir(submissions):
+        return found, skipped
+    for student_dir in sorted(submissions.iterdir()):
         if students and student_dir.name not in students:
             continue
-        for path in sorted((student_dir / assignment).glob("*.ipynb")):
-            found.append((student_dir.name, path))
-    return found
+        if not _is_real_dir(student_dir):
+            skipped.append(f"{student_dir.name}: not a folder (links are not followed)")
+            continue
+        folder = student_dir / assignment
+        if not folder.exists() and not folder.is_symlink():
+            continue
+        if not _is_real_dir(folder):
+            skipped.append(f"{student_dir.name}/{assignment}: not a folder (links are not followed)")
+            continue
+        for path in sorted(folder.glob("*.ipynb")):
+            found.append((student_dir.name, path))  # links and odd files: read_submission says why
+    return found, skipped
+
+
+def _safe_cell(value) -> str:
+    """A CSV field that no spreadsheet runs as a formula."""
+    text = boundary.clean_text(str(value))
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def write_csv(path: Path, results: list[Result]) -> None:
@@ -548,10 +306,17 @@ def write_csv(path: Path, results: list[Result]) -> None:
                          "problems", "notes", "seconds", *cell_ids])
         for r in sorted(results, key=lambda r: (r.assignment, r.student)):
             by_id = {c.grade_id: c.points for c in r.cells}
-            writer.writerow([r.assignment, r.student, r.notebook, r.status, r.reason,
-                             "" if r.score is None else r.score, r.max_score, "; ".join(r.flags),
-                             "; ".join(r.problems), "; ".join(r.notes), r.seconds,
-                             *["" if r.status == "ungradable" else by_id.get(g, "") for g in cell_ids]])
+            row = [r.assignment, r.student, r.notebook, r.status, r.reason, "" if r.score is None else r.score,
+                   r.max_score, "; ".join(r.flags), "; ".join(r.problems), "; ".join(r.notes), r.seconds,
+                   *["" if r.status == "ungradable" else by_id.get(g, "") for g in cell_ids]]
+            writer.writerow([v if isinstance(v, (int, float)) else _safe_cell(v) for v in row])
+
+
+SANDBOX_HELP = """\
+bubblewrap is not available here, so the notebooks' code would run with your permissions: it could read
+the solutions and the gradebook and change any file you can.
+Install it (Debian/Ubuntu: apt install bubblewrap; it needs Linux with user namespaces), or, only for
+submissions you trust, grade without a sandbox: bash course.sh grade ... --no-sandbox"""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -566,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-mb", type=int, default=Limits.memory_mb, help="address space per submission")
     parser.add_argument("--max-processes", type=int, default=Limits.max_processes, help="processes and threads")
     parser.add_argument("--output-kb", type=int, default=Limits.output_kb, help="output kept per cell")
-    parser.add_argument("--no-bwrap", action="store_true", help="do not use bubblewrap even where it works")
+    parser.add_argument("--no-sandbox", action="store_true",
+                        help="grade without bubblewrap: only for submissions you trust (limits still apply)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
@@ -575,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     root = args.course.resolve()
     db_path = root / "autograder" / "gradebook.db"
     db_url = f"sqlite:///{db_path}"
-    submissions = (args.submissions or root / "autograder" / "submitted").resolve()
-    if not submissions.is_dir():
+    submissions = (args.submissions or root / "autograder" / "submitted").absolute()
+    if not _is_real_dir(submissions):
         parser.error(f"no submissions folder at {submissions}: collect submissions first (see the README)")
     if not db_path.is_file():
         parser.error(f"no gradebook at {db_path}: run `bash course.sh release` first")
@@ -589,18 +355,35 @@ def main(argv: list[str] | None = None) -> int:
                          "run `bash course.sh release` first")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
-    use_bwrap = not args.no_bwrap and bwrap_available()
-    if not use_bwrap:
-        print("warning: bubblewrap is not available, so the notebooks' code could read and write what the grader "
-              "can (time, memory and process limits still apply). Install it: apt install bubblewrap",
-              file=sys.stderr)
+    use_bwrap = not args.no_sandbox and bwrap_available()
+    if not use_bwrap and not args.no_sandbox:
+        print(f"course.sh grade: {SANDBOX_HELP}", file=sys.stderr)
+        return 2
+    is_root = os.getuid() == 0
+    drop_uid = is_root and shutil.which("setpriv") is not None if use_bwrap else is_root
+    if args.no_sandbox:
+        print("warning: grading without a sandbox (--no-sandbox): the notebooks' code can read and change what "
+              "an unprivileged user can" + ("" if is_root else " and everything you can") + ".", file=sys.stderr)
+        if is_root:
+            lease = UidLease()
+            usable = interpreter_runs_as(lease.uid)
+            lease.release()
+            if not usable:
+                print(f"course.sh grade: Python ({sys.prefix}) cannot be started by an unprivileged user, so "
+                      "submissions cannot run without root's permissions. Install bubblewrap (apt install "
+                      "bubblewrap), or install Python where every user can read it, or run the grader as a "
+                      "non-root user.", file=sys.stderr)
+                return 2
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb,
                     max_processes=args.max_processes, output_kb=args.output_kb)
     students = args.students.split(",") if args.students else None
-    hide = [str(submissions)] + [str(p) for p in (db_path.parent,)]
-    tasks = []
+    data = boundary.data_dir(root)
+    tasks, test_ids = [], {}
     for a in wanted:
-        for student, path in discover(root, submissions, a, students):
+        found, skipped = discover(submissions, a, students)
+        for line in skipped:
+            print(f"skipping {line}", file=sys.stderr)
+        for student, path in found:
             source = root / "solutions" / a / path.name
             if not source.is_file():
                 print(f"skipping {path}: no notebook {path.name} in solutions/{a}", file=sys.stderr)
@@ -608,33 +391,32 @@ def main(argv: list[str] | None = None) -> int:
             tasks.append(Task(student, a, str(path), str(source), db_url,
                               str(root / "autograder" / "autograded" / student / a),
                               str(root / "autograder" / "reports" / a / "logs" / f"{student}.log"),
-                              limits, use_bwrap, hide))
+                              limits, use_bwrap, drop_uid, str(data) if data else None))
     if not tasks:
         print(f"no submissions for {', '.join(wanted)} under {submissions}", file=sys.stderr)
         return 1
+    with Gradebook(db_url) as gb:
+        for t in tasks:
+            key = (t.assignment, Path(t.path).stem)
+            if key not in test_ids:
+                nb = gb.find_notebook(key[1], key[0])
+                test_ids[key] = [c.name for c in nb.grade_cells if c.cell_type == "code"]
 
     from tqdm import tqdm
 
     _preload()
-    results: list[Result] = []
     started = time.monotonic()
-    counter = multiprocessing.get_context("fork").Value("i", 0)
-    with ProcessPoolExecutor(max_workers=min(args.workers, len(tasks)), mp_context=multiprocessing.get_context("fork"),
-                             initializer=_init_worker, initargs=(counter,)) as pool:
-        futures = {pool.submit(grade_submission, t): t for t in tasks}
-        with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # noqa: BLE001 - a worker died: report, keep going
-                    result = Result(task.student, task.assignment, Path(task.path).stem, "ungradable",
-                                    f"the grading worker failed: {type(exc).__name__}: {exc}")
-                if result.cells:
-                    record(db_url, result)
-                results.append(result)
-                bar.set_postfix_str(f"{result.student}: {result.status}")
-                bar.update()
+    with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
+        def done(result: Result, task: Task) -> None:
+            try:
+                record(db_url, result, test_ids[(task.assignment, Path(task.path).stem)])
+            except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
+                result.status = "ungradable"
+                result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
+            bar.set_postfix_str(f"{result.student[:20]}: {result.status}")
+            bar.update()
+
+        results = run_pool(tasks, min(args.workers, len(tasks)), drop_uid, done)
     elapsed = time.monotonic() - started
 
     from report import write_report

@@ -2,8 +2,8 @@
 
 The course root is the repository: ``solutions/`` is nbgrader's source
 directory and ``notebooks/`` its release directory. nbgrader's working state
-(gradebook, submissions, autograded copies, feedback) lives under
-``autograder/`` and is not committed.
+(gradebook, submissions, autograded copies, feedback, the exchange) lives
+under ``autograder/`` and is not committed.
 
 nbgrader finds this file when it runs in ``autograder/``, or anywhere when
 ``JUPYTER_CONFIG_PATH`` includes this folder (``bash course.sh nbgrader ...``
@@ -25,6 +25,12 @@ c.CourseDirectory.submitted_directory = os.path.join("autograder", "submitted")
 c.CourseDirectory.autograded_directory = os.path.join("autograder", "autograded")
 c.CourseDirectory.feedback_directory = os.path.join("autograder", "feedback")
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(_here, "gradebook.db")
+
+# nbgrader's exchange (release_assignment, fetch, submit, collect, and the lab's Assignment List and
+# Course List): a folder of the course's working state, created by `bash course.sh setup`, so that
+# the menus of `bash course.sh lab --instructor` and the Formgrader work without a JupyterHub. On a
+# JupyterHub with a shared exchange, set GOINGDEEPER_EXCHANGE to it (e.g. /srv/nbgrader/exchange).
+c.Exchange.root = os.environ.get("GOINGDEEPER_EXCHANGE") or os.path.join(_here, "exchange")
 
 # A student who deletes or retypes a test cell is still graded by the original.
 c.OverwriteCells.add_missing_cells = True

@@ -64,19 +64,25 @@ def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
 
 
+def _norm(channels: int, batchnorm: bool) -> nn.Module:
+    return nn.BatchNorm2d(channels) if batchnorm else nn.Identity()
+
+
 class BasicBlock(nn.Module):
     """Post-activation block: conv-BN-ReLU-conv-BN, add the shortcut (unless plain), ReLU.
 
-    (N, in_channels, H, W) -> (N, out_channels, H / stride, W / stride).
+    (N, in_channels, H, W) -> (N, out_channels, H / stride, W / stride). ``batchnorm=False`` leaves the BN
+    layers out (notebook 04 measures what they do for the gradient).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, residual: bool = True) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, *, residual: bool = True,
+                 batchnorm: bool = True) -> None:
         super().__init__()
         self.residual = residual
         self.conv1 = _conv3x3(in_channels, out_channels, stride)
-        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.bn1 = _norm(out_channels, batchnorm)
         self.conv2 = _conv3x3(out_channels, out_channels)
-        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.bn2 = _norm(out_channels, batchnorm)
         self.shortcut = ShortcutA(in_channels, out_channels, stride) if residual else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -115,12 +121,15 @@ class PreActBlock(nn.Module):
 class CifarResNet(nn.Module):
     """The 6n+2-layer CIFAR network; see the module docstring. (N, 3, 32, 32) float -> (N, num_classes) logits."""
 
-    def __init__(self, n: int, *, residual: bool = True, preact: bool = False, num_classes: int = 10) -> None:
+    def __init__(self, n: int, *, residual: bool = True, preact: bool = False, num_classes: int = 10,
+                 batchnorm: bool = True) -> None:
         super().__init__()
+        if preact and not batchnorm:
+            raise ValueError("a pre-activation network without batch norm is not one of these networks")
         self.depth, self.residual, self.preact = 6 * n + 2, residual, preact
         self.conv1 = _conv3x3(3, 16)
         # Pre-activation: the first block's BN-ReLU follows conv1, so no BN of its own here.
-        self.bn1 = None if preact else nn.BatchNorm2d(16)
+        self.bn1 = None if preact else _norm(16, batchnorm)
         widths, channels = (16, 32, 64), 16
         for stage, width in enumerate(widths, start=1):
             blocks = []
@@ -130,7 +139,7 @@ class CifarResNet(nn.Module):
                     shared = (stage == 1 and i == 0) or stride != 1
                     blocks.append(PreActBlock(channels, width, stride, residual=residual, shared_preact=shared))
                 else:
-                    blocks.append(BasicBlock(channels, width, stride, residual=residual))
+                    blocks.append(BasicBlock(channels, width, stride, residual=residual, batchnorm=batchnorm))
                 channels = width
             setattr(self, f"layer{stage}", nn.Sequential(*blocks))
         self.bn_final = nn.BatchNorm2d(channels) if preact else None
@@ -167,14 +176,17 @@ class CifarResNet(nn.Module):
         return f"depth={self.depth}, {kind}"
 
 
-def cifar_net(depth: int, *, residual: bool = True, preact: bool = False, num_classes: int = 10) -> CifarResNet:
+def cifar_net(depth: int, *, residual: bool = True, preact: bool = False, num_classes: int = 10,
+              batchnorm: bool = True) -> CifarResNet:
     """The paper's CIFAR-10 network of ``depth = 6n + 2`` layers (20, 32, 44, 56, 110, ...).
 
-    ``residual=False`` gives the plain twin; ``preact=True`` the pre-activation variant.
+    ``residual=False`` gives the plain twin; ``preact=True`` the pre-activation variant; ``batchnorm=False``
+    the same network without its BN layers (for the gradient measurements of notebook 04).
     """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 for a whole n >= 1 (20, 32, 44, 56, 110, ...); got {depth!r}")
-    return CifarResNet((depth - 2) // 6, residual=residual, preact=preact, num_classes=num_classes)
+    return CifarResNet((depth - 2) // 6, residual=residual, preact=preact, num_classes=num_classes,
+                       batchnorm=batchnorm)
 
 
 _NAME = re.compile(r"(plain|resnet|preresnet|preplain)(\d+)")

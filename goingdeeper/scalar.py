@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, as_number, call, expect_close, expect_true
+from .checks import CheckFailed, as_number, call, expect_close, expect_true, read_path
 
 __all__ = [
     "Engine",
@@ -40,6 +40,11 @@ __all__ = [
     "check_node",
     "check_topological_order",
     "collect_nodes",
+    "lecture_torch",
+    "sin_graph_torch",
+    "fit_tiny_mlp",
+    "plot_tiny_mlp",
+    "two_moons",
     "long_chain_program",
     "random_program",
     "run_engine",
@@ -159,6 +164,42 @@ def run_torch(program: Program, inputs: Sequence[float]) -> tuple[float, list[fl
     return float(out.detach()), [0.0 if g is None else float(g) for g in grads]
 
 
+def sin_graph_torch(x: float, y: float) -> tuple[float, float, float, float, float]:
+    """z = x + y, L = sin(z) in torch (float64): (z, L, dL/dz, dL/dx, dL/dy) from autograd."""
+    import torch
+
+    xt = torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
+    yt = torch.tensor(float(y), dtype=torch.float64, requires_grad=True)
+    zt = xt + yt
+    zt.retain_grad()
+    lt = torch.sin(zt)
+    lt.backward()
+    return zt.item(), lt.item(), zt.grad.item(), xt.grad.item(), yt.grad.item()
+
+
+def lecture_torch(x: float, y: float, z: float) -> dict[str, float]:
+    """The lecture's f = (x + y) z in torch (float64): the forward values q, f, the local gradients
+    df_dq, df_dz, dq_dx, dq_dy (each from autograd on its own node) and the gradients df_dx, df_dy."""
+    import torch
+
+    def leaf(v: float) -> Any:
+        return torch.tensor(float(v), dtype=torch.float64, requires_grad=True)
+
+    xt, yt, zt = leaf(x), leaf(y), leaf(z)
+    qt = xt + yt
+    qt.retain_grad()
+    ft = qt * zt
+    ft.backward()
+    # Local gradients: each node on its own, with fresh leaves for its inputs.
+    q_leaf, z_leaf = leaf(qt.item()), leaf(z)
+    (q_leaf * z_leaf).backward()
+    x_leaf, y_leaf = leaf(x), leaf(y)
+    (x_leaf + y_leaf).backward()
+    return {"q": qt.item(), "f": ft.item(), "df_dq": q_leaf.grad.item(), "df_dz": z_leaf.grad.item(),
+            "dq_dx": x_leaf.grad.item(), "dq_dy": y_leaf.grad.item(), "df_dx": xt.grad.item(),
+            "df_dy": yt.grad.item(), "df_dz_total": zt.grad.item()}
+
+
 def run_engine(program: Program, inputs: Sequence[float], engine: Engine) -> tuple[Any, list[Any]]:
     """Build ``program`` from ``engine``'s Values, call its backward; return (root node, input nodes)."""
     __tracebackhide__ = True
@@ -200,9 +241,11 @@ def check_node(
     data: float,
     parents: Sequence[Any],
     local_grads: Sequence[float],
+    op: str | None = None,
     hint: str = "",
 ) -> None:
-    """Check one node that an operation returned: its value, its parents (the same objects, in order) and local gradients."""
+    """Check one node that an operation returned: its value, its parents (the same objects, in order),
+    local gradients and, with ``op`` given, the operation it records (what ``draw_graph`` prints)."""
     __tracebackhide__ = True
     for attr in ("data", "parents", "local_grads"):
         expect_true(
@@ -215,12 +258,21 @@ def check_node(
         len(got_parents) == len(parents),
         f"{name} should record {len(parents)} parent(s), but .parents has {len(got_parents)}.",
     )
+    def not_itself(i: int) -> str:
+        return (f"{name}.parents[{i}] is not the input node itself: record the Value objects you were "
+                "given (not copies, not their .data), so backward can reach them.")
+
     for i, (got, want) in enumerate(zip(got_parents, parents)):
-        expect_true(
-            got is want,
-            f"{name}.parents[{i}] is not the input node itself: record the Value objects you were "
-            "given (not copies, not their .data), so backward can reach them.",
-        )
+        expect_true(got is want, not_itself(i))
+        # The same object, seen through the node's own link: a change to the input shows up there.
+        saved = want.data
+        probe = 7919.0 + 0.25 * i
+        want.data = probe
+        try:
+            seen = read_path(node, "parents", i, "data")
+        finally:
+            want.data = saved
+        expect_true(isinstance(seen, (int, float)) and seen == probe, not_itself(i))
     got_local = tuple(node.local_grads)
     expect_true(
         len(got_local) == len(local_grads),
@@ -229,6 +281,13 @@ def check_node(
     )
     for i, (got, want) in enumerate(zip(got_local, local_grads)):
         expect_close(got, want, f"{name}.local_grads[{i}]", hint=hint)
+    if op is not None:
+        got_op = getattr(node, "op", None)
+        expect_true(
+            isinstance(got_op, str) and got_op == op,
+            f"{name}.op is {got_op!r}, but this operation should record op={op!r} (the label the graph "
+            "drawings print in the node's box).",
+        )
 
 
 def check_topological_order(order: Any, root: Any, name: str = "topological_order(root)") -> None:
@@ -309,3 +368,153 @@ def check_backward(
                 f"dL/dx{i} is wrong {where}: torch gives {g:.6g}, your engine {got:.6g} "
                 f"(off by {abs(got - g):.3g}).{hint}"
             )
+
+
+# -- closing the loop: a tiny network trained with the student's engine ---------------------------
+
+
+def two_moons(n: int, seed: int = 0, noise: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Two interleaved half-moons in the plane: ``points`` (n, 2) float64, ``labels`` (n,) of +1/-1.
+
+    Half the points (rounded up) lie on the upper moon (label +1), the rest on the lower one
+    (label -1); Gaussian noise of standard deviation ``noise`` is added, and the coordinates are
+    centred and scaled so both lie roughly in [-1.5, 1.5].
+    """
+    if n < 2:
+        raise ValueError(f"two_moons needs at least 2 points (one per class), got n={n}.")
+    rng = np.random.default_rng(seed)
+    n_up = (n + 1) // 2
+    t_up = rng.uniform(0.0, math.pi, n_up)
+    t_down = rng.uniform(0.0, math.pi, n - n_up)
+    up = np.stack([np.cos(t_up), np.sin(t_up)], axis=1)
+    down = np.stack([1.0 - np.cos(t_down), 0.5 - np.sin(t_down)], axis=1)
+    points = np.concatenate([up, down]) + noise * rng.standard_normal((n, 2))
+    points = (points - np.array([0.5, 0.25])) / np.array([1.0, 0.5])
+    labels = np.concatenate([np.ones(n_up), -np.ones(n - n_up)])
+    order = rng.permutation(n)
+    return points[order], labels[order]
+
+
+@dataclass
+class TinyMLP:
+    """A network with 2 inputs, one hidden layer of ReLU units and one output score.
+
+    Every weight is one of the engine's ``Value`` nodes: ``w1[j][i]`` connects input ``i`` to
+    hidden unit ``j``, ``b1[j]`` is that unit's bias, ``w2[j]`` connects it to the score and ``b2``
+    is the score's bias.
+    """
+
+    w1: list[list[Any]]
+    b1: list[Any]
+    w2: list[Any]
+    b2: Any
+
+    def parameters(self) -> list[Any]:
+        return [w for row in self.w1 for w in row] + list(self.b1) + list(self.w2) + [self.b2]
+
+    def numpy_scores(self, points: np.ndarray) -> np.ndarray:
+        """The scores for ``points`` (m, 2), computed with numpy from the weights' current values: (m,)."""
+        w1 = np.array([[float(w.data) for w in row] for row in self.w1])
+        b1 = np.array([float(b.data) for b in self.b1])
+        w2 = np.array([float(w.data) for w in self.w2])
+        return np.maximum(points @ w1.T + b1, 0.0) @ w2 + float(self.b2.data)
+
+
+def _score(engine: Engine, net: TinyMLP, x: np.ndarray) -> Any:
+    """The network's score for one point, built from the engine's operations (a fresh graph)."""
+    V = engine.Value
+    out = net.b2
+    for w_row, b, w_out in zip(net.w1, net.b1, net.w2):
+        pre = b
+        for w, xi in zip(w_row, x):
+            pre = call(engine.add, pre, call(engine.mul, w, call(V, float(xi), name="Value"), name="mul"), name="add")
+        out = call(engine.add, out, call(engine.mul, w_out, call(engine.relu, pre, name="relu"), name="mul"), name="add")
+    return out
+
+
+def fit_tiny_mlp(
+    engine: Engine,
+    points: np.ndarray,
+    labels: np.ndarray,
+    *,
+    hidden: int = 8,
+    steps: int = 60,
+    lr: float = 0.1,
+    seed: int = 0,
+) -> tuple[TinyMLP, list[float], list[float]]:
+    """Train a :class:`TinyMLP` on ``points`` (n, 2) with ``labels`` (n,) in {+1, -1}, using only ``engine``.
+
+    Each step builds the mean hinge loss ``mean(relu(1 - y * score))`` over all points as one
+    graph of the engine's nodes, sets every weight's ``grad`` to 0, calls the engine's
+    ``backward`` on the loss and moves every weight by ``-lr * grad`` (full-batch gradient
+    descent). Returns the network and, per step, the loss and the training accuracy (the
+    fraction of points with ``sign(score) == label``), both measured before that step's update.
+    """
+    __tracebackhide__ = True
+    points = np.asarray(points, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != (len(points),):
+        raise ValueError(f"fit_tiny_mlp needs points of shape (n, 2) and labels of shape (n,), "
+                         f"got {points.shape} and {labels.shape}.")
+    rng = np.random.default_rng(seed)
+    V = engine.Value
+
+    def weight(scale: float) -> Any:
+        return call(V, float(rng.uniform(-scale, scale)), name="Value")
+
+    net = TinyMLP(
+        w1=[[weight(1.0), weight(1.0)] for _ in range(hidden)],
+        b1=[weight(0.1) for _ in range(hidden)],
+        w2=[weight(1.0 / math.sqrt(hidden)) for _ in range(hidden)],
+        b2=call(V, 0.0, name="Value"),
+    )
+    params = net.parameters()
+    losses: list[float] = []
+    accuracies: list[float] = []
+    for _ in range(steps):
+        total = call(V, 0.0, name="Value")
+        correct = 0
+        for x, y in zip(points, labels):
+            score = _score(engine, net, x)
+            correct += int((as_number(score.data, "score") > 0) == (y > 0))
+            margin = call(engine.add, call(V, 1.0, name="Value"),
+                          call(engine.mul, call(V, -float(y), name="Value"), score, name="mul"), name="add")
+            total = call(engine.add, total, call(engine.relu, margin, name="relu"), name="add")
+        loss = call(engine.mul, total, call(V, 1.0 / len(points), name="Value"), name="mul")
+        value = as_number(loss.data, "the loss")
+        if not math.isfinite(value):
+            raise CheckFailed(f"the loss became {value} after {len(losses)} steps: a gradient is far off.")
+        losses.append(value)
+        accuracies.append(correct / len(points))
+        for p in params:
+            p.grad = 0.0
+        call(engine.backward, loss, name="backward")
+        for p in params:
+            p.data = float(p.data) - lr * as_number(p.grad, "a weight's grad")
+    return net, losses, accuracies
+
+
+def plot_tiny_mlp(
+    net: TinyMLP, points: np.ndarray, labels: np.ndarray, losses: Sequence[float]
+) -> Any:
+    """Two panels: the plane coloured by the network's decision with the training points on top, and
+    the loss over the steps of training. Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    points = np.asarray(points, dtype=float)
+    fig, (ax_plane, ax_loss) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    lo = points.min(axis=0) - 0.5
+    hi = points.max(axis=0) + 0.5
+    gx, gy = np.meshgrid(np.linspace(lo[0], hi[0], 200), np.linspace(lo[1], hi[1], 200))
+    scores = net.numpy_scores(np.stack([gx.ravel(), gy.ravel()], axis=1)).reshape(gx.shape)
+    ax_plane.contourf(gx, gy, scores > 0, levels=[-0.5, 0.5, 1.5], colors=["#f4c7c3", "#c6dbef"], alpha=0.8)
+    ax_plane.contour(gx, gy, scores, levels=[0.0], colors="k", linewidths=1)
+    up = np.asarray(labels) > 0
+    ax_plane.scatter(*points[up].T, c="#2166ac", edgecolors="k", label="class +1")
+    ax_plane.scatter(*points[~up].T, c="#b2182b", edgecolors="k", marker="s", label="class -1")
+    ax_plane.set(title="What the network learned (black line: score = 0)", xlabel="$x_0$", ylabel="$x_1$")
+    ax_plane.legend(loc="upper right", fontsize=8)
+    ax_loss.plot(np.arange(len(losses)), losses)
+    ax_loss.set(title="Mean hinge loss during training", xlabel="step of gradient descent", ylabel="loss")
+    ax_loss.set_ylim(bottom=0)
+    return fig

@@ -20,13 +20,23 @@ import pytest
 
 from goingdeeper.course import assignments
 from goingdeeper.scratch import ScratchCourse, answer_ids, graded_cells, replace_cell
-from wrong import by_assignment
+from packing import pack
+from scribble import scribbler
+from wrong import by_assignment, right_by_assignment
 
 WRONG = by_assignment()
+RIGHT = right_by_assignment()
 
 
-def _student(i: int) -> str:
-    return f"wrong{i:02d}"
+def _student(group: int) -> str:
+    return f"wrong{group:02d}"
+
+
+def _apply(solution, wrongs, group):
+    nb = solution
+    for i in group:
+        nb = replace_cell(nb, wrongs[i].answer, wrongs[i].source.strip())
+    return nb
 
 
 @pytest.fixture(scope="module", params=assignments())
@@ -40,13 +50,19 @@ def graded(request, tmp_path_factory):
     release = nbformat.read(release_dir / name, as_version=4)
     course.submit("solution", assignment, solution, name)
     course.submit("release", assignment, release, name)
+    course.submit("scribbler", assignment, scribbler(solution), name)
     wrongs = WRONG.get(assignment, [])
-    for i, wrong in enumerate(wrongs):
-        course.submit(_student(i), assignment, replace_cell(solution, wrong.answer, wrong.source.strip()), name)
+    groups = pack(wrongs, solution)  # wrong versions of unrelated answers share a submission
+    for g, group in enumerate(groups):
+        course.submit(_student(g), assignment, _apply(solution, wrongs, group), name)
+    student_of = {i: _student(g) for g, group in enumerate(groups) for i in group}
+    rights = RIGHT.get(assignment, [])
+    for i, right in enumerate(rights):
+        course.submit(f"right{i:02d}", assignment, replace_cell(solution, right.answer, right.source.strip()), name)
     course.autograde(assignment)
     return {
         "assignment": assignment, "course": course, "name": name, "solution": solution,
-        "release": release, "wrongs": wrongs,
+        "release": release, "wrongs": wrongs, "rights": rights, "groups": groups, "student_of": student_of,
     }
 
 
@@ -64,6 +80,32 @@ def test_solution_scores_full_marks(graded):
     assert not short, f"the solution loses points in {short}"
     score, max_score = course.total(a, "solution")
     assert score == max_score > 0
+
+
+def test_tests_compute_their_expected_values_before_calling_the_student(graded, ours):
+    """A correct answer that overwrites its array arguments with NaN after computing still earns every point.
+
+    So no test derives an expected value from its own arrays after the student's code had them, nor hands
+    the same arrays on to a second call (tests/scribble.py).
+    """
+    a, stem = graded["assignment"], Path(graded["name"]).stem
+    for course in (graded["course"], ours):
+        scores = course.cell_scores(a, "scribbler", stem)
+        short = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+        assert not short, f"the scribbling solution loses points in {short}"
+
+
+def test_right_answers_written_differently_earn_full_marks_in_both_graders(graded, ours):
+    """Whatever plain Python and numpy accept as the stated type grades as nbgrader grades it (issue 8, item 12)."""
+    a, stem = graded["assignment"], Path(graded["name"]).stem
+    problems = []
+    for i, right in enumerate(graded["rights"]):
+        for label, course in (("nbgrader", graded["course"]), ("ours", ours)):
+            scores = course.cell_scores(a, f"right{i:02d}", stem)
+            short = {gid: s for gid, s in scores.items() if s[0] != s[1]}
+            if short:
+                problems.append(f"{right.answer} ({right.how}) loses points with {label}: {short}")
+    assert not problems, "\n".join(problems)
 
 
 def test_release_scores_zero_in_every_cell(graded):
@@ -96,7 +138,7 @@ def test_every_answer_has_a_test_and_a_wrong_version(graded):
 
 def test_test_cells_are_silent_on_stderr(graded):
     course, a, name = graded["course"], graded["assignment"], graded["name"]
-    for student in ["solution", "release"] + [_student(i) for i in range(len(graded["wrongs"]))]:
+    for student in ["solution", "release", "scribbler"] + [_student(g) for g in range(len(graded["groups"]))]:
         nb = course.autograded_notebook(a, student, name)
         for gid, cell in graded_cells(nb).items():
             stderr, _ = _outputs_text(cell)
@@ -107,7 +149,7 @@ def test_wrong_implementations_are_rejected_with_feedback(graded):
     course, a, name = graded["course"], graded["assignment"], graded["name"]
     problems = []
     for i, wrong in enumerate(graded["wrongs"]):
-        student = _student(i)
+        student = graded["student_of"][i]
         test_id = f"test_{wrong.answer}"
         score, _ = course.cell_scores(a, student, Path(name).stem)[test_id]
         if score != 0:
@@ -147,7 +189,8 @@ def ours(graded, tmp_path_factory):
 def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
     """Same verdict for every cell of the solution, the release and every wrong implementation."""
     a, stem = graded["assignment"], Path(graded["name"]).stem
-    students = ["solution", "release"] + [_student(i) for i in range(len(graded["wrongs"]))]
+    students = (["solution", "release", "scribbler"] + [_student(g) for g in range(len(graded["groups"]))]
+                + [f"right{i:02d}" for i in range(len(graded["rights"]))])
     disagreements = {}
     for student in students:
         theirs = graded["course"].cell_scores(a, student, stem)
@@ -160,6 +203,6 @@ def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
 def test_our_feedback_carries_the_same_failure_messages(graded, ours):
     a, name = graded["assignment"], graded["name"]
     for i, wrong in enumerate(graded["wrongs"]):
-        cell = graded_cells(ours.autograded_notebook(a, _student(i), name))[f"test_{wrong.answer}"]
+        cell = graded_cells(ours.autograded_notebook(a, graded["student_of"][i], name))[f"test_{wrong.answer}"]
         _, errors = _outputs_text(cell)
         assert wrong.feedback in errors, f"{wrong.answer} ({wrong.mistake}): {errors[:300]}"

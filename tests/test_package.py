@@ -258,3 +258,91 @@ def test_expect_array_close_names_the_usual_mistakes():
         expect_array_close(want + np.array([[0, 0], [0, 1.0]]), want, "x")
     with pytest.raises(CheckFailed, match="fill in the blank"):
         expect_array_close(None, want, "x")
+
+
+def test_expect_close_names_a_flipped_sign_and_can_hide_the_answer():
+    with pytest.raises(CheckFailed, match="wrong sign"):
+        expect_close(-2.0, 2.0, "q")
+    with pytest.raises(CheckFailed) as err:
+        expect_close(3.0, 7.25, "f", reveal=False, hint="Look at the product.")
+    assert "7.25" not in str(err.value) and "you have 3" in str(err.value)
+
+
+def test_two_moons_are_balanced_and_the_reference_engine_learns_them():
+    points, labels = scalar.two_moons(12, seed=3, noise=0.05)
+    assert points.shape == (12, 2) and sorted(set(labels.tolist())) == [-1.0, 1.0] and labels.sum() == 0
+    net, losses, accuracies = scalar.fit_tiny_mlp(REF.ENGINE, points, labels, hidden=4, steps=20, lr=0.5, seed=3)
+    assert losses[-1] < 0.3 * losses[0] and accuracies[-1] == 1.0
+    assert np.array_equal(np.sign(net.numpy_scores(points)) == labels, np.ones(12, bool)) or accuracies[-1] < 1.0
+
+
+def test_fit_tiny_mlp_fails_to_learn_with_a_broken_backward():
+    def backward(root):  # assigns where it should accumulate
+        root.grad = 1.0
+        for node in reversed(REF.topological_order(root)):
+            for parent, local in zip(node.parents, node.local_grads):
+                parent.grad = local * node.grad
+
+    engine = scalar.Engine(REF.Value, REF.add, REF.mul, REF.sin, REF.relu, backward)
+    points, labels = scalar.two_moons(12, seed=3, noise=0.05)
+    _, losses, accuracies = scalar.fit_tiny_mlp(engine, points, labels, hidden=4, steps=20, lr=0.5, seed=3)
+    assert not (losses[-1] < 0.3 * losses[0] and accuracies[-1] >= 0.9)
+
+
+def test_check_node_checks_the_recorded_op():
+    a, b = REF.Value(2.0), REF.Value(3.0)
+    node = REF.Value(6.0, (a, b), (3.0, 2.0), "+")
+    with pytest.raises(CheckFailed, match="should record op='\\*'"):
+        scalar.check_node(node, "mul(a, b)", data=6.0, parents=(a, b), local_grads=(3.0, 2.0), op="*")
+
+
+def test_your_batchnorm_matches_torch_in_a_network_and_a_wrong_backward_is_named():
+    from goingdeeper import bn
+
+    ref = grading.load_reference("batchnorm")
+    names = ("batchnorm_forward_train", "update_running_stats", "batchnorm_forward_eval", "bn_backward_dxhat",
+             "bn_backward_compact", "bn_backward_dparams")
+    layer = bn.YourBatchNorm(*(getattr(ref, n) for n in names))
+    bn.check_network(layer, depth=2, width=8, batch=4, steps=2)
+
+    def compact_without_mean_path(dxhat, x_hat, var, eps):
+        m = dxhat.shape[0]
+        return (m * dxhat - x_hat * (dxhat * x_hat).sum(axis=0)) / (m * np.sqrt(var + eps))
+
+    broken = bn.YourBatchNorm(*(getattr(ref, n) for n in names[:4]), compact_without_mean_path, ref.bn_backward_dparams)
+    with pytest.raises(CheckFailed, match="gradient of linear layer 1's weights"):
+        bn.check_network(broken, depth=2, width=8, batch=4, steps=1)
+    assert bn.yours_or_torch(broken) is True
+
+
+def test_bn_training_marks_divergence_and_records_both_signals():
+    from goingdeeper import bn
+
+    run = bn.train(batchnorm=True, lr=0.5, steps=20, depth=3, width=16, record_every=10, watch=(2,))
+    assert run.steps == [0, 10, 20] and not run.diverged
+    assert np.asarray(run.pre_percentiles[2]).shape == (3, 16, 3) == np.asarray(run.percentiles[2]).shape
+    assert bn.drift(run.percentiles[2])[0] == 0.0
+    wild = bn.train(batchnorm=False, lr=1e4, steps=30, depth=2, width=16, activation="relu", init_scale=4.0,
+                    record_every=5)
+    assert wild.diverged and len(wild.steps) < 7
+
+
+def test_student_mlp_training_loop_learns_digits_and_copies_arguments():
+    from goingdeeper import fc
+
+    ref = grading.load_reference("fully_connected")
+    data = fc.load_digits(seed=3)
+    before = data[0].copy()
+
+    def scribbling_forward(x, params, activation):
+        import copy
+
+        out = copy.deepcopy(ref.mlp_forward(x, params, activation))
+        x[...] = np.nan  # the loop must not use this array again
+        for W, b in params:
+            W[...] = np.nan
+        return out
+
+    history = fc.train_classifier(scribbling_forward, ref.mlp_backward, ref.softmax_cross_entropy, data,
+                                  widths=[64, 24, 10], activation="relu", lr=0.5, epochs=5, seed=3)
+    assert history["test_accuracy"][-1] > 0.9 and np.array_equal(data[0], before)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
+import urllib.error
 from pathlib import Path
+from typing import Iterator
 
+import pytest
+from labserver import TOKEN, get as _get, lab_server
 
 from goingdeeper.course import assignments
 
@@ -43,6 +44,10 @@ def test_installed_versions_match_the_pins(root):
 def test_course_sh_help_and_unknown_command(root):
     out = subprocess.run(["bash", str(root / "course.sh"), "help"], capture_output=True, text=True)
     assert out.returncode == 0 and "bash course.sh lab" in out.stdout and "bash course.sh test" in out.stdout
+    for command in ("lab --instructor", "site [DIR]", "student-edition [DIR]", "grade A|all"):
+        assert f"bash course.sh {command}" in out.stdout, command
+    gone = subprocess.run(["bash", str(root / "course.sh"), "execute"], capture_output=True, text=True)
+    assert gone.returncode != 0 and "bash course.sh site" in gone.stderr
     bad = subprocess.run(["bash", str(root / "course.sh"), "labb"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown command 'labb'" in bad.stderr and "bash course.sh help" in bad.stderr
 
@@ -68,55 +73,71 @@ def test_nbgrader_and_widgets_extensions_are_enabled():
         assert re.search(re.escape(name) + r" enabled", server), server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@contextlib.contextmanager
+def _lab(root: Path, *args: str) -> Iterator[tuple[str, str]]:
+    """``bash course.sh lab ARGS`` (tests/labserver.py), checked to listen on loopback only; yields (base URL, token)."""
+    import psutil
+
+    with lab_server(root, *args) as base:
+        port = int(base.rsplit(":", 1)[1])
+        listening = {c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}, f"JupyterLab listens on {listening}: it must listen on loopback only"
+        yield base, TOKEN
 
 
-def _get(url: str, timeout: float = 10) -> tuple[int, bytes]:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return response.status, response.read()
+def _page_config(base: str, token: str) -> dict:
+    _, body = _get(f"{base}/lab?token={token}")
+    data = re.search(rb'<script id="jupyter-config-data" type="application/json">(.*?)</script>', body, re.S)
+    assert data, "no page config in the lab page"
+    return json.loads(data.group(1))
 
 
-def test_lab_opens_the_series_headless_on_loopback(root):
-    port, token = _free_port(), "going-deeper-test"
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
-    env["JUPYTER_CONFIG_DIR"] = str(root / "build" / "test-jupyter-config")
-    proc = subprocess.Popen(
-        ["bash", str(root / "course.sh"), "lab", f"--port={port}", f"--IdentityProvider.token={token}"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 90
-        while True:
-            try:
-                status, _ = _get(f"{base}/api/status?token={token}")
-                break
-            except OSError:
-                if proc.poll() is not None or time.time() > deadline:
-                    raise AssertionError("JupyterLab did not start:\n" + proc.stdout.read().decode())
-                time.sleep(0.5)
-        assert status == 200
+def _no_news(base: str, token: str) -> None:
+    """The news pop-up ("Would you like to get notified about official Jupyter news?") is off by default."""
+    _, body = _get(f"{base}/lab/api/settings/@jupyterlab/apputils-extension:notification?token={token}")
+    defaults = {k: v.get("default") for k, v in json.loads(body)["schema"]["properties"].items()}
+    assert defaults["fetchNews"] == "false" and defaults["checkForUpdates"] is False, defaults
+    assert _page_config(base, token)["news"] == {"disabled": True}
+
+
+def test_lab_opens_the_notebooks_headless_on_loopback(root):
+    """`bash course.sh lab`: the notebooks folder, Validate only, no news pop-up, no broken nbgrader menus."""
+    with _lab(root) as (base, token):
+        assignment = assignments()[0]
+        _, body = _get(f"{base}/api/contents?token={token}")
+        assert {item["name"] for item in json.loads(body)["content"]} >= set(assignments())
+        _, body = _get(f"{base}/api/contents/{assignment}?token={token}")
+        assert f"{assignment}.ipynb" in [item["name"] for item in json.loads(body)["content"]]
+        status, body = _get(f"{base}/lab/tree/{assignment}/{assignment}.ipynb?token={token}")
+        assert status == 200 and b"JupyterLab" in body
+        config = _page_config(base, token)
+        assert config["rootUri"].endswith("/notebooks"), config["rootUri"]
+        disabled = set(config["disabledExtensions"])
+        for plugin in ("formgrader", "assignment-list", "course-list", "create-assignment"):
+            assert f"@jupyter/nbgrader:{plugin}" in disabled, disabled
+        assert "@jupyter/nbgrader:validate-assignment" not in disabled
+        _no_news(base, token)
+        for path in ("formgrader/api/assignments", "courses"):  # instructors' server extensions are off
+            with pytest.raises(urllib.error.HTTPError, match="404"):
+                _get(f"{base}/{path}?token={token}")
+
+
+def test_lab_for_instructors_opens_the_course_root_with_the_formgrader_and_exchange(root):
+    """`bash course.sh lab --instructor`: the repository root, the Formgrader, and nbgrader's lists without errors."""
+    with _lab(root, "--instructor") as (base, token):
         assignment = assignments()[0]
         status, body = _get(f"{base}/api/contents/notebooks/{assignment}?token={token}")
-        names = [item["name"] for item in json.loads(body)["content"]]
-        assert f"{assignment}.ipynb" in names
-        status, body = _get(f"{base}/lab/tree/notebooks/{assignment}/{assignment}.ipynb?token={token}")
-        assert status == 200 and b"JupyterLab" in body
+        assert f"{assignment}.ipynb" in [item["name"] for item in json.loads(body)["content"]]
+        assert not _page_config(base, token)["disabledExtensions"]
+        _no_news(base, token)
         # The formgrader reads the course configuration: it sees our assignments in solutions/.
         # (Its first request creates the gradebook, which takes a while on a fresh clone.)
         status, body = _get(f"{base}/formgrader/api/assignments?token={token}", timeout=120)
         assert assignment in {a["name"] for a in json.loads(body)}, body[:500]
-        import psutil
-
-        listening = {c.laddr.ip for c in psutil.net_connections("inet") if c.status == "LISTEN" and c.laddr.port == port}
-        assert listening == {"127.0.0.1"}, f"JupyterLab listens on {listening}: it must listen on loopback only"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        _, body = _get(f"{base}/formgrader/manage_assignments?token={token}", timeout=60)
+        assert b"exchange directory" not in body, "the Formgrader says the exchange is missing"
+        # The Assignment List and Course List ask nbgrader's exchange ("Error fetching courses!" when missing).
+        for path in ("courses", "assignments?course_id=going-deeper"):
+            _, body = _get(f"{base}/{path}{'&' if '?' in path else '?'}token={token}", timeout=60)
+            assert json.loads(body)["success"] is True, body[:500]
+        assert (root / "autograder" / "exchange").is_dir()

@@ -63,3 +63,18 @@ def spatial_batchnorm_backward(dy, x, gamma, eps=1e-5):
     dx = bn_backward_compact(dflat * gamma, x_hat, var, eps)
     dgamma, dbeta = bn_backward_dparams(dflat, x_hat)
     return dx.reshape(n, h, w, c).transpose(0, 3, 1, 2), dgamma, dbeta
+
+
+def spatial_update_running_stats(running_mean, running_var, x, momentum=0.1):
+    """BatchNorm2d's running statistics after one training step on x (N, C, H, W): NHW values per channel."""
+    n, c, h, w = x.shape
+    flat = x.transpose(0, 2, 3, 1).reshape(-1, c)
+    return update_running_stats(running_mean, running_var, flat.mean(axis=0), flat.var(axis=0), n * h * w, momentum)
+
+
+def spatial_batchnorm_eval(x, gamma, beta, running_mean, running_var, eps=1e-5):
+    """BatchNorm2d in inference mode. x: (N, C, H, W). Returns y: (N, C, H, W)."""
+    n, c, h, w = x.shape
+    flat = x.transpose(0, 2, 3, 1).reshape(-1, c)
+    y = batchnorm_forward_eval(flat, gamma, beta, running_mean, running_var, eps)
+    return y.reshape(n, h, w, c).transpose(0, 3, 1, 2)

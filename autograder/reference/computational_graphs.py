@@ -20,13 +20,23 @@ def sin_graph(x: float, y: float) -> tuple[float, float, float, float, float]:
     return z, L, dL_dz, dL_dz * 1.0, dL_dz * 1.0
 
 
-# lecture_general ---------------------------------------------------------
+# lecture_forward, lecture_local_grads, lecture_chain -------------------------
+def lecture_forward(x: float, y: float, z: float) -> tuple[float, float]:
+    """f = (x + y) z: returns (q, f) with q = x + y."""
+    q = x + y
+    return q, q * z
+
+
+def lecture_local_grads(x: float, y: float, z: float) -> tuple[float, float, float, float]:
+    """Returns (df/dq, df/dz, dq/dx, dq/dy) at (x, y, z)."""
+    return z, x + y, 1.0, 1.0
+
+
 def lecture_backprop(x: float, y: float, z: float) -> tuple[float, float, float, float]:
     """f = (x + y) z: returns (f, df/dx, df/dy, df/dz)."""
-    q = x + y
-    f = q * z
-    df_dq, df_dz = z, q
-    return f, df_dq * 1.0, df_dq * 1.0, df_dz
+    _, f = lecture_forward(x, y, z)
+    df_dq, df_dz, dq_dx, dq_dy = lecture_local_grads(x, y, z)
+    return f, df_dq * dq_dx, df_dq * dq_dy, df_dz
 
 
 # the engine ----------------------------------------------------------------

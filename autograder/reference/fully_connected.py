@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-# vector_backprop -----------------------------------------------------------------------
-def norm_sq_backprop(x: np.ndarray, W: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """f = ||W x||^2 for x (d,), W (n, d): returns (f, df/dW (n, d), df/dx (d,))."""
+# vector_grads --------------------------------------------------------------------------
+def norm_sq_grads(x: np.ndarray, W: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray, np.ndarray]:
+    """f = ||W x||^2 for x (d,), W (n, d): returns (q, f, df/dq (n,), df/dW (n, d), df/dx (d,))."""
     q = W @ x
     df_dq = 2 * q
-    return float(q @ q), np.outer(df_dq, x), W.T @ df_dq
+    return q, float(q @ q), df_dq, np.outer(df_dq, x), W.T @ df_dq
 
 
 # grad_check -------------------------------------------------------------------------------
@@ -115,3 +115,14 @@ def fit_lambda(norms):
     k = np.arange(1, L + 1)
     slope, intercept = np.polyfit(L - k, np.log(norms), 1)
     return float(np.exp(intercept)), float(np.exp(slope))
+
+
+# softmax_loss ----------------------------------------------------------------------------------
+def softmax_cross_entropy(scores: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray]:
+    """Mean cross-entropy of softmax(scores) (N, C) against labels y (N,), and d loss / d scores (N, C)."""
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    n = len(y)
+    dscores = np.exp(log_p)
+    dscores[np.arange(n), y] -= 1
+    return float(-log_p[np.arange(n), y].mean()), dscores / n

@@ -1,33 +1,37 @@
 """The sandboxed side of grading: runs one student's notebook cells and answers the grader.
 
-Started by the grader inside the sandbox (see ``autograder/trusted.py``) as
+Started by the grader inside the sandbox (see ``trusted.py``) as
 
     python -E -s runner.py FD
 
 where FD is one end of a socket pair. It executes the cells the grader sends
 (with IPython, so magics work as in Jupyter) and answers requests about the
 objects the student's code made: look up a name, get an attribute, call a
-function. Answers are plain data or references (see ``wire.py``).
+function, run autograd's backward through a call. Answers are plain data or
+references (see ``wire.py``).
 
 Nothing here is trusted: the student's code runs in this process and can
 change anything in it, this file included. The grader treats every answer as
-untrusted data and makes all comparisons in its own process.
+untrusted data, bounds it, and makes all comparisons in its own process.
 """
 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import operator
 import os
 import socket
 import sys
 import traceback
+import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import wire  # noqa: E402
 
 MAX_CELL_OUTPUT = int(os.environ.get("GRADER_MAX_CELL_OUTPUT", 200_000))
+MAX_GRAPHS = 32  # autograd graphs of recent calls kept for a backward request
 
 WATCHED = {
     "numpy": ["allclose", "isclose", "array_equal", "testing.assert_allclose", "abs", "max", "isfinite"],
@@ -96,12 +100,29 @@ class LentObject:
         return f"<{self._type} lent by the grader>"
 
 
+def _tensors(value, depth: int = 0) -> list:
+    """Tensors in ``value`` (lists, tuples, dict values), in the order the grader walks them too."""
+    torch = sys.modules.get("torch")
+    if torch is None or depth > 4:
+        return []
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _tensors(v, depth + 1)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _tensors(v, depth + 1)]
+    return []
+
+
 class Runner:
     def __init__(self, sock: socket.socket) -> None:
         self.pid = os.getpid()
         self.sock = sock
         self.refs: dict[int, object] = {}
         self.ref_of: dict[int, int] = {}
+        self.next_ref = 1
+        self.graphs: dict[int, tuple[list, list]] = {}
+        self.next_graph = 1
         self.flags: list[str] = []
         self._import_watched()
         self.originals = self._snapshot()
@@ -130,27 +151,45 @@ class Runner:
         now = self._snapshot()
         changed = sorted(k for k, v in self.originals.items() if now.get(k) != v)
         report = [f"replaced {name}" for name in changed]
-        return report + self.flags
+        return report + self.flags[:50]
+
+    def _note_equal_to_anything(self, obj: object) -> None:
+        try:
+            if (obj == AlwaysDifferent()) is True:
+                flag = f"an object of type {type(obj).__qualname__} compares equal to anything"
+                if flag not in self.flags:
+                    self.flags.append(flag)
+        except BaseException:  # noqa: BLE001 - the student's __eq__ may do anything
+            pass
 
     # -- references ------------------------------------------------------------------------
     def make_ref(self, obj: object) -> dict:
         key = id(obj)
         n = self.ref_of.get(key)
         if n is None or self.refs.get(n) is not obj:
-            n = len(self.refs) + 1
+            n = self.next_ref
+            self.next_ref += 1
             self.refs[n] = obj
             self.ref_of[key] = n
-            try:
-                if (obj == AlwaysDifferent()) is True:
-                    self.flags.append(f"an object of type {type(obj).__qualname__} compares equal to anything")
-            except BaseException:  # noqa: BLE001 - the student's __eq__ may do anything
-                pass
+            self._note_equal_to_anything(obj)
         t = type(obj)
-        return {
+        ref = {
             "__ref__": n,
             "type": f"{getattr(t, '__module__', '?')}.{getattr(t, '__qualname__', '?')}"[:200],
             "callable": callable(obj),
         }
+        name = getattr(obj, "__name__", None) if callable(obj) else None
+        if isinstance(name, str):
+            ref["name"] = name[:100]
+        ref["mro"] = [f"{getattr(c, '__module__', '?')}.{getattr(c, '__qualname__', '?')}"[:200]
+                      for c in getattr(t, "__mro__", ())[:30]]
+        return ref
+
+    def free(self, numbers) -> None:
+        for n in numbers if isinstance(numbers, list) else []:
+            obj = self.refs.pop(n, None) if isinstance(n, int) else None
+            if obj is not None and self.ref_of.get(id(obj)) == n:
+                del self.ref_of[id(obj)]
 
     def resolve_ref(self, data: dict) -> object:
         if "__callback__" in data:
@@ -167,24 +206,50 @@ class Runner:
 
         def grader_function(*args, **kwargs):
             wire.send(self.sock, {"callback": number, "method": method, "args": self.encode(list(args)),
-                                  "kwargs": self.encode(dict(kwargs))})
-            reply = wire.recv(self.sock)
+                                  "kwargs": self.encode(dict(kwargs))}, limit=wire.MAX_REPLY)
+            while True:  # the grader may ask about the student's objects before it answers
+                reply = wire.recv(self.sock)
+                if "op" not in reply:
+                    break
+                self.answer(reply)
             if "error" in reply:
                 error = reply["error"]
                 cls = getattr(builtins, str(error.get("type")), None)
                 if not (isinstance(cls, type) and issubclass(cls, Exception)):
                     cls = RuntimeError
                 raise cls(str(error.get("message", "")))
+            self._copy_back(list(args), kwargs, reply.get("arrays_after"))
             return self.decode(reply.get("value"))
 
         grader_function.__name__ = f"grader_function_{number}"
         return grader_function
 
     def encode(self, obj: object):
-        return wire.encode(obj, self.make_ref)
+        return wire.encode(obj, self.make_ref, coerced=self._note_equal_to_anything, live_parameters=True)
 
     def decode(self, data):
         return wire.decode(data, self.resolve_ref)
+
+    @staticmethod
+    def _arrays_after(args: list, kwargs: dict, encode) -> list:
+        """Final contents of the numpy array arguments: in-place changes must reach the caller."""
+        np = sys.modules.get("numpy")
+        if np is None:
+            return []
+        after = [[i, encode(a)] for i, a in enumerate(args) if type(a) is np.ndarray]
+        return after + [[k, encode(a)] for k, a in kwargs.items() if type(a) is np.ndarray]
+
+    def _copy_back(self, args: list, kwargs: dict, after) -> None:
+        np = sys.modules.get("numpy")
+        for key, data in after if isinstance(after, list) and np is not None else []:
+            original = args[key] if isinstance(key, int) and 0 <= key < len(args) else kwargs.get(key)
+            if isinstance(original, np.ndarray) and original.flags.writeable:
+                try:
+                    value = self.decode(data)
+                    if isinstance(value, np.ndarray) and value.shape == original.shape:
+                        np.copyto(original, value, casting="unsafe")
+                except (wire.WireError, ValueError, TypeError):
+                    pass
 
     # -- requests --------------------------------------------------------------------------
     def run_cell(self, source: str) -> dict:
@@ -208,8 +273,59 @@ class Runner:
             }
         return reply
 
+    def _register_graph(self, args: list, kwargs: dict, value) -> dict | None:
+        """Keep the autograd graph of a call, so that the grader's backward can come back through it."""
+        torch = sys.modules.get("torch")
+        if torch is None:
+            return None
+        outputs = [t for t in _tensors(value) if t.requires_grad]
+        if not outputs:
+            return None
+        inputs = [t for t in _tensors(args) + _tensors(kwargs) if t.requires_grad]
+        number = self.next_graph
+        self.next_graph += 1
+        self.graphs[number] = (inputs, outputs)
+        for old in [k for k in self.graphs if k <= number - MAX_GRAPHS]:
+            del self.graphs[old]
+        return {"id": number, "outputs": [i for i, t in enumerate(_tensors(value)) if t.requires_grad]}
+
+    @staticmethod
+    def build(factory: str, args, kwargs):
+        """Call ``factory`` (a dotted name in goingdeeper or torch only) with ``args`` and ``kwargs``."""
+        import importlib
+        import re
+
+        if not re.fullmatch(r"(goingdeeper|torch)(\.[A-Za-z_][A-Za-z0-9_]*)+", factory):
+            raise ValueError(f"{factory!r} is not something the grader may build")
+        parts = factory.split(".")
+        for cut in range(len(parts) - 1, 0, -1):
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            for part in parts[cut:]:
+                obj = getattr(obj, part)
+            return obj(*args, **{str(k): v for k, v in kwargs.items()})
+        raise ValueError(f"{factory!r} cannot be imported")
+
+    def backward(self, msg: dict) -> dict:
+        torch = sys.modules["torch"]
+        graph = self.graphs.pop(int(msg["graph"]), None)
+        if graph is None:
+            raise RuntimeError("the autograd graph of this result is gone: compute the result again")
+        inputs, outputs = graph
+        grads = self.decode(msg["grads"])
+        if not isinstance(grads, list) or len(grads) != len(outputs):
+            raise wire.WireError("malformed backward request")
+        grads = [g.to(o.dtype) if isinstance(g, torch.Tensor) else None for g, o in zip(grads, outputs)]
+        for t in inputs:
+            t.grad = None
+        torch.autograd.backward(outputs, grad_tensors=grads)
+        return {"value": self.encode([t.grad if t.grad is not None else torch.zeros_like(t) for t in inputs])}
+
     def handle(self, msg: dict) -> dict:
         op = msg.get("op")
+        self.free(msg.get("free"))
         if op == "run":
             return self.run_cell(str(msg["source"]))
         if op == "tamper":
@@ -218,27 +334,40 @@ class Runner:
             obj = self.ns.get(str(msg["name"]), AlwaysDifferent)
             if obj is AlwaysDifferent:
                 return {"value": None}
-            return {"value": [str(getattr(obj, "__module__", "")), str(getattr(obj, "__qualname__", ""))]}
+            return {"value": [str(getattr(obj, "__module__", "")), str(getattr(obj, "__qualname__", "")),
+                              callable(obj)]}
         if op == "lookup":
             name = str(msg["name"])
             if name not in self.ns:
                 return {"error": {"type": "NameError", "message": f"name '{name}' is not defined"}}
             return {"value": self.encode(self.ns[name])}
+        if op == "backward":
+            return self.backward(msg)
+        if op == "build":  # an object the test needs beside the student's code (a package network, an optimizer)
+            return {"value": self.encode(self.build(str(msg["factory"]), self.decode(msg.get("args", [])),
+                                                    self.decode(msg.get("kwargs", {"__dict__": []}))))}
         target = self.decode(msg["target"]) if "target" in msg else None
         if op == "getattr":
             return {"value": self.encode(getattr(target, str(msg["name"])))}
         if op == "setattr":
             setattr(target, str(msg["name"]), self.decode(msg["value"]))
             return {"value": None}
+        if op == "path":  # a chain of attributes and items, followed here from the target in one go
+            for kind, key in msg["steps"]:
+                target = getattr(target, str(key)) if kind == "attr" else target[self.decode(key)]
+            return {"value": self.encode(target)}
         if op == "call":
             args = self.decode(msg.get("args", []))
             kwargs = self.decode(msg.get("kwargs", {"__dict__": []}))
-            value = target(*args, **kwargs)
-            # Arrays arrive as copies: send their final contents back, so in-place changes reach the caller.
-            np = sys.modules.get("numpy")
-            after = [[i, self.encode(a)] for i, a in enumerate(args) if np is not None and type(a) is np.ndarray]
-            after += [[k, self.encode(a)] for k, a in kwargs.items() if np is not None and type(a) is np.ndarray]
-            return {"value": self.encode(value), "arrays_after": after}
+            torch = sys.modules.get("torch")
+            grad = torch.set_grad_enabled(bool(msg.get("grad", True))) if torch else contextlib.nullcontext()
+            with grad:
+                value = target(*args, **kwargs)
+            reply = {"value": self.encode(value), "arrays_after": self._arrays_after(args, kwargs, self.encode)}
+            graph = self._register_graph(args, kwargs, value) if msg.get("grad") else None
+            if graph:
+                reply["graph"] = graph
+            return reply
         if op == "binop":
             fn = getattr(operator, str(msg["name"]))
             other = self.decode(msg["other"])
@@ -256,6 +385,53 @@ class Runner:
             return {"value": self.encode(target[self.decode(msg["key"])])}
         return {"error": {"type": "WireError", "message": f"unknown op {op!r}"}}
 
+    def handle_captured(self, msg: dict) -> dict:
+        """Handle a request about the student's objects, keeping what the student's code printed or warned."""
+        if msg.get("op") == "run":
+            return self.handle(msg)
+        out, err = CappedWriter(MAX_CELL_OUTPUT), CappedWriter(MAX_CELL_OUTPUT)
+        old = sys.stdout, sys.stderr
+        sys.stdout, sys.stderr = out, err
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    reply = self.handle(msg)
+                except KeyboardInterrupt:
+                    raise
+                except BaseException as exc:  # noqa: BLE001 - everything is reported, nothing ends the loop
+                    if os.getpid() != self.pid:
+                        os._exit(0)
+                    reply = {"error": {"type": type(exc).__name__, "message": str(exc)[:2000],
+                                       "where": _student_line(exc)}}
+        finally:
+            sys.stdout, sys.stderr = old
+        if out.kept or out.dropped:
+            reply["out"] = out.text()
+        if err.kept or err.dropped:
+            reply["err"] = err.text()
+        if caught:
+            reply["warnings"] = [[w.category.__name__, str(w.message)[:500], str(w.filename)[-200:], int(w.lineno)]
+                                 for w in caught[:20]]
+        return reply
+
+    def answer(self, msg: dict) -> None:
+        try:
+            reply = self.handle_captured(msg)
+            if os.getpid() != self.pid:  # a process the student's code forked: it must not answer
+                os._exit(0)
+        except KeyboardInterrupt:
+            reply = {"error": {"type": "KeyboardInterrupt", "message": "interrupted by the grader"}}
+        except BaseException as exc:  # noqa: BLE001
+            if os.getpid() != self.pid:
+                os._exit(0)
+            reply = {"error": {"type": type(exc).__name__, "message": str(exc)[:2000]}}
+        reply["id"] = msg.get("id")
+        try:
+            wire.send(self.sock, reply, limit=wire.MAX_REPLY)
+        except (TypeError, ValueError, wire.WireError) as exc:
+            wire.send(self.sock, {"error": {"type": "WireError", "message": str(exc)[:500]}, "id": msg.get("id")})
+
     def serve(self) -> None:
         while True:
             try:
@@ -265,21 +441,24 @@ class Runner:
             except KeyboardInterrupt:
                 continue
             try:
-                reply = self.handle(msg)
-                if os.getpid() != self.pid:  # a process the student's code forked: it must not answer
-                    os._exit(0)
-            except KeyboardInterrupt:
-                reply = {"error": {"type": "KeyboardInterrupt", "message": "interrupted by the grader"}}
-            except BaseException as exc:  # noqa: BLE001 - everything is reported, nothing ends the loop
-                if os.getpid() != self.pid:
-                    os._exit(0)
-                reply = {"error": {"type": type(exc).__name__, "message": str(exc)[:2000]}}
-            try:
-                wire.send(self.sock, reply)
-            except (TypeError, ValueError, wire.WireError) as exc:
-                wire.send(self.sock, {"error": {"type": "WireError", "message": str(exc)[:500]}})
+                self.answer(msg if isinstance(msg, dict) else {})
             except KeyboardInterrupt:
                 continue
+
+
+def _student_line(exc: BaseException) -> str:
+    """Where in the student's own cells an exception was raised: 'line N: <code>', or ''."""
+    tb = exc.__traceback__
+    where = ""
+    while tb is not None:
+        code = tb.tb_frame.f_code
+        if code.co_filename.startswith("<ipython-input-") or "/ipykernel_" in code.co_filename:
+            import linecache
+
+            text = linecache.getline(code.co_filename, tb.tb_lineno).strip()
+            where = f"line {tb.tb_lineno}, in {code.co_name}: {text}"[:300]
+        tb = tb.tb_next
+    return where
 
 
 def main() -> None:

@@ -1,21 +1,25 @@
 """The grader's side of the sandbox: start it, talk to it, and see the student's objects through proxies.
 
 The student's notebook runs in a separate process (``runner.py``) inside a
-sandbox: bubblewrap when the machine has it (read-only file system, the
-course folder, the grader's home and /tmp hidden, no network, its own PID
-namespace), an unprivileged user id when the grader runs as root, and
-resource limits (address space, processes, file size, open files).
+sandbox: bubblewrap, which shows the process only what ``boundary.py``
+allows (read-only system, Python and helper package; a scratch copy of the
+submission; no network; its own PID namespace), under an unprivileged user id
+of its own when the grader runs as root (leased with a lock, so that grading
+runs side by side never share one), and resource limits (address space,
+processes, file size, open files).
 
 Test cells run *here*, in the grader's process, against :class:`Proxy`
 objects that stand for the student's objects. Every answer from the sandbox
-is plain data or a reference (``wire.py``), so whatever the student's code
-does to its own interpreter (patching numpy, our checks, builtins; objects
-that equal anything) cannot reach the comparisons made here.
+is plain data or a reference (``wire.py``), read before a deadline and
+bounded in size, so whatever the student's code does to its own interpreter
+(patching numpy, our checks, builtins; objects that equal anything; a runner
+that trickles bytes) cannot reach the comparisons made here or stall them.
 """
 
 from __future__ import annotations
 
 import builtins
+import fcntl
 import os
 import resource
 import shutil
@@ -24,13 +28,15 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import wire
+from . import boundary, wire
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
@@ -57,12 +63,21 @@ class RunnerDied(BaseException):
     """
 
 
-class CellTimeout(Exception):
-    """The student's code ran past the time limit and was interrupted."""
+class CellTimeout(BaseException):
+    """The student's code, or the test's work on it, ran past the time limit.
+
+    A BaseException, so that test code catching Exception (``call`` does) reports it as a timeout.
+    """
 
 
 class RemoteError(Exception):
     """An exception raised by the student's code (type name and message only)."""
+
+    where = ""  # the line of the student's own code that raised, when the runner could tell
+
+
+class StudentWarning(UserWarning):
+    """A warning the student's code raised while a test ran (its category's name leads the message)."""
 
 
 _BUILTIN_ERRORS = {
@@ -71,18 +86,25 @@ _BUILTIN_ERRORS = {
                  "KeyError", "IndexError", "ZeroDivisionError", "AssertionError", "RuntimeError", "StopIteration",
                  "OverflowError", "MemoryError", "FloatingPointError", "LookupError", "ArithmeticError")
 }
+_WARNINGS = {name: getattr(builtins, name) for name in (
+    "RuntimeWarning", "UserWarning", "DeprecationWarning", "FutureWarning", "PendingDeprecationWarning",
+    "SyntaxWarning", "ResourceWarning", "UnicodeWarning", "BytesWarning", "ImportWarning")}
 
 
 def _remote_exception(error: dict) -> BaseException:
-    name = str(error.get("type", "Error"))
-    message = str(error.get("message", ""))[:2000]
+    name = boundary.keep_text(error.get("type", "Error"), 100)
+    message = boundary.keep_text(error.get("message", ""), 2000)
     if name == "KeyboardInterrupt":
         return CellTimeout(message)
     cls = _BUILTIN_ERRORS.get(name)
-    if cls is not None:
-        return cls(message)
-    safe = "".join(ch for ch in name if ch.isalnum() or ch == "_")[:60] or "Error"
-    return type(safe, (RemoteError,), {})(message)
+    if cls is None:
+        safe = "".join(ch for ch in name if ch.isalnum() or ch == "_")[:60] or "Error"
+        cls = type(safe, (RemoteError,), {})
+    exc = cls(message)
+    where = boundary.keep_text(error.get("where", ""), 300)
+    if where:
+        exc.student_line = where  # read by goingdeeper.checks.call
+    return exc
 
 
 def bwrap_available() -> bool:
@@ -108,6 +130,73 @@ def _count_tasks(uid: int) -> int:
     return total
 
 
+# -- user ids ----------------------------------------------------------------------------------
+UID_FIRST, UID_COUNT = 61000, 1000
+LEASE_DIR = Path("/run/lock/goingdeeper-grader")
+
+
+class UidLease:
+    """An unprivileged user id that no other grading process on this machine holds (root only).
+
+    Each id has a lock file; a lease is an exclusive ``flock`` on it, held until :meth:`release`
+    or until the process ends (the kernel drops the lock then, so a crashed run leaks nothing).
+    Two grading runs side by side therefore never share an id, and killing every process of the
+    leased id (after a fork bomb) cannot reach another run's students.
+    """
+
+    def __init__(self, lease_dir: Path = LEASE_DIR) -> None:
+        lease_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.chmod(lease_dir, 0o755)
+        for uid in range(UID_FIRST, UID_FIRST + UID_COUNT):
+            fd = os.open(lease_dir / str(uid), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self.uid, self._fd = uid, fd
+            _kill_all_of_uid(uid)  # nothing of a crashed earlier holder may survive into this lease
+            return
+        raise RuntimeError(f"all {UID_COUNT} grading user ids are in use")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _kill_all_of_uid(uid: int) -> None:
+    """As root: end every process of ``uid`` (fork bombs that left the process group)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(3):
+                os.kill(-1, signal.SIGKILL)
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+
+def interpreter_runs_as(uid: int) -> bool:
+    """Can an unprivileged ``uid`` start this Python (without bubblewrap it must read it where it lives)?"""
+    python = os.path.join(os.path.normpath(sys.prefix), "bin", "python")
+
+    def drop() -> None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+    try:
+        return subprocess.run([python, "-E", "-s", "-c", "import numpy"], preexec_fn=drop, capture_output=True,
+                              env=dict(boundary.ENVIRONMENT), cwd="/", timeout=60).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+# -- the sandboxed process --------------------------------------------------------------------------
 @dataclass
 class Sandbox:
     """One sandboxed runner process for one submission, restartable."""
@@ -115,8 +204,8 @@ class Sandbox:
     scratch: Path
     limits: Limits
     uid: int | None = None  # run as this user id (root only)
-    hide: list[Path] = field(default_factory=list)
     use_bwrap: bool = True
+    data: Path | None = None  # read-only data folder the notebooks may load
     log: list[str] = field(default_factory=list)
 
     proc: subprocess.Popen | None = None
@@ -124,6 +213,8 @@ class Sandbox:
     on_callback: Any = None  # answers the student's calls of functions the grader lent it
     runner_pid: int | None = None
     output: bytearray = field(default_factory=bytearray)
+    in_request: int = 0  # > 0 while a request waits for its reply (nested for callbacks)
+    requests: int = 0  # requests sent; each reply must carry its request's number
 
     def __post_init__(self) -> None:
         grader = self.scratch / "grader"
@@ -131,6 +222,7 @@ class Sandbox:
         for name in ("runner.py", "wire.py"):
             shutil.copy(HERE / name, grader / name)
         (self.scratch / "work").mkdir(exist_ok=True)
+        (self.scratch / "tmp").mkdir(exist_ok=True)
         if self.uid is not None:
             for path in [self.scratch, *self.scratch.rglob("*")]:
                 os.chown(path, self.uid, self.uid)
@@ -140,27 +232,30 @@ class Sandbox:
         python = [os.path.join(os.path.normpath(sys.prefix), "bin", "python"), "-E", "-s"]
         if not self.use_bwrap:
             return [*python, str(self.scratch / "grader" / "runner.py"), str(fd)]
-        cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-               "--size", str(self.limits.tmp_mb * 1024 * 1024), "--tmpfs", "/tmp"]
-        home = Path.home()
-        hidden = [home] if str(home) not in ("/", "") else []
-        hidden += [ROOT, *self.hide]
-        for path in hidden:
-            if path.exists():
-                cmd += ["--tmpfs", str(path)]
-        # What the notebooks need back: the interpreter, the virtual environment, the helper package, data.
-        for path in {Path(sys.base_prefix), Path(sys.prefix), ROOT / "goingdeeper", ROOT / "data"}:
-            if path.exists():
-                cmd += ["--ro-bind", str(path), str(path)]
-        cmd += ["--bind", str(self.scratch), "/tmp/grading", "--chdir", "/tmp/grading/work",
-                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts",
-                "--die-with-parent", "--new-session",
-                "--setenv", "HOME", "/tmp/grading/work", "--setenv", "MPLBACKEND", "Agg",
-                "--setenv", "MPLCONFIGDIR", "/tmp", "--setenv", "TMPDIR", "/tmp", "--"]
+        cmd = [shutil.which("bwrap") or "bwrap", "--unshare-net", "--unshare-pid", "--unshare-ipc",
+               "--unshare-uts", "--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+        for path in boundary.SYSTEM_PATHS:  # the system, read-only (links such as /bin -> usr/bin stay links)
+            if os.path.islink(path):
+                cmd += ["--symlink", os.readlink(path), path]
+            elif os.path.exists(path):
+                cmd += ["--ro-bind", path, path]
+        cmd += ["--dir", "/etc"]
+        for name in boundary.ETC_FILES:
+            if os.path.exists(f"/etc/{name}"):
+                cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        binds = [*boundary.python_paths(ROOT / "goingdeeper"), *([self.data] if self.data is not None else [])]
+        # bubblewrap makes missing parent folders private (0700): make them traversable for the student's id.
+        for parent in sorted({a for p in binds for a in p.parents if a != Path("/")}, key=lambda a: len(a.parts)):
+            cmd += ["--perms", "0755", "--dir", str(parent)]
+        for path in binds:
+            cmd += ["--ro-bind", str(path), str(path)]
+        cmd += ["--dev", "/dev", "--proc", "/proc",
+                "--size", str(self.limits.tmp_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp",
+                "--bind", str(self.scratch), boundary.SANDBOX_ROOT, "--chdir", f"{boundary.SANDBOX_ROOT}/work", "--"]
         if self.uid is not None:
-            cmd += ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups",
-                    "--inh-caps=-all", "--bounding-set=-all"]
-        return cmd + [*python, "/tmp/grading/grader/runner.py", str(fd)]
+            cmd += [shutil.which("setpriv") or "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
+                    "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
+        return cmd + [*python, f"{boundary.SANDBOX_ROOT}/grader/runner.py", str(fd)]
 
     def _preexec(self) -> None:
         mib = 1024 * 1024
@@ -180,16 +275,10 @@ class Sandbox:
                 os.setgid(self.uid)
                 os.setuid(self.uid)
 
-    def start(self) -> None:
+    def start(self, deadline: float) -> None:
         parent, child = socket.socketpair()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GOINGDEEPER_", "JUPYTER", "NBGRADER"))}
-        # One thread per sandbox: the grader runs submissions side by side, and torch's thread pools
-        # fighting over the same cores make small networks many times slower.
-        env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
-        env.update({"MPLBACKEND": "Agg", "PYTHONDONTWRITEBYTECODE": "1", "NBGRADER_EXECUTION": "autograde",
-                    "GRADER_MAX_CELL_OUTPUT": str(self.limits.output_kb * 1024)})
-        if not self.use_bwrap:
-            env["HOME"] = str(self.scratch / "work")
+        env = boundary.sandbox_environment(self.limits.output_kb, self.data,
+                                           None if self.use_bwrap else self.scratch)
         self.output = bytearray()
         self.proc = subprocess.Popen(
             self._command(child.fileno()), pass_fds=(child.fileno(),), env=env,
@@ -199,7 +288,7 @@ class Sandbox:
         child.close()
         self.sock = parent
         self._drain_output_in_background()
-        hello = self._recv(timeout=120, what="starting the notebook's process")
+        hello = self._recv(min(deadline, time.monotonic() + 120), "starting the notebook's process")
         if "hello" not in hello:
             raise RunnerDied("the notebook's process did not start properly")
         self.runner_pid = self._find_runner_pid()
@@ -255,22 +344,8 @@ class Sandbox:
             except subprocess.TimeoutExpired:
                 pass
         if self.uid is not None:
-            self._kill_all_of_uid()
+            _kill_all_of_uid(self.uid)
         self.proc = None
-
-    def _kill_all_of_uid(self) -> None:
-        """As root: end every process of the sandbox's user id (fork bombs that left the process group)."""
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setgid(self.uid)
-                os.setuid(self.uid)
-                for _ in range(3):
-                    os.kill(-1, signal.SIGKILL)
-            except BaseException:  # noqa: BLE001
-                pass
-            os._exit(0)
-        os.waitpid(pid, 0)
 
     def interrupt(self) -> None:
         if self.runner_pid:
@@ -280,19 +355,22 @@ class Sandbox:
                 pass
 
     # -- messages -----------------------------------------------------------------------
-    def _recv(self, timeout: float, what: str) -> dict:
+    def _recv(self, deadline: float, what: str) -> dict:
+        """One whole message from the runner before ``deadline``, however it paces its bytes."""
         assert self.sock is not None
-        self.sock.settimeout(max(timeout, 0.01))
         try:
-            reply = wire.recv(self.sock)
-        except socket.timeout:
+            reply = wire.recv(self.sock, deadline=deadline, limit=wire.MAX_REPLY)
+        except wire.WireTimeout:
             raise TimeoutError(what) from None
         except (EOFError, OSError, wire.WireError) as exc:
             code = self.proc.poll() if self.proc else None
             detail = self._death_reason(code)
+            if isinstance(exc, wire.WireError):
+                detail += f" (it broke the protocol: {exc})"
             self.kill()
             raise RunnerDied(f"the notebook's process ended while {what}{detail}") from exc
         if not isinstance(reply, dict):
+            self.kill()
             raise RunnerDied("the notebook's process sent a malformed answer")
         return reply
 
@@ -311,36 +389,57 @@ class Sandbox:
                 pass
         return f" (exit code {code})"
 
-    def _recv_reply(self, timeout: float, what: str) -> dict:
-        """The reply to our request, answering the student's calls of lent functions meanwhile."""
-        deadline = time.monotonic() + timeout
-        while True:
-            reply = self._recv(deadline - time.monotonic(), what)
-            if "callback" not in reply:
-                return reply
-            answer = self.on_callback(reply) if self.on_callback else {
-                "error": {"type": "RuntimeError", "message": "no function was lent"}}
-            try:
-                wire.send(self.sock, answer)
-            except OSError as exc:
-                self.kill()
-                raise RunnerDied(f"the notebook's process is gone ({exc})") from None
-
-    def request(self, msg: dict, timeout: float, what: str) -> dict:
-        """Send ``msg``; wait up to ``timeout`` s; on timeout interrupt, then kill. Returns the reply dict."""
-        if self.sock is None:
-            raise RunnerDied("the notebook's process is not running")
+    def _send(self, msg: dict, deadline: float) -> None:
+        assert self.sock is not None
         try:
-            wire.send(self.sock, msg)
+            wire.send(self.sock, msg, deadline=deadline)
+        except wire.WireTimeout:
+            self.kill()
+            raise RunnerDied("the notebook's process stopped reading its requests, so it was killed") from None
         except OSError as exc:
             self.kill()
             raise RunnerDied(f"the notebook's process is gone ({exc})") from None
+
+    def _recv_reply(self, deadline: float, what: str, number: int) -> dict:
+        """The reply to request ``number``, answering the student's calls of lent functions meanwhile.
+
+        A reply that answers another request (a forged one, or a late one after an interrupt) means
+        the conversation is out of step: the process is killed, and restarted by the caller.
+        """
+        while True:
+            reply = self._recv(deadline, what)
+            if "callback" in reply:
+                answer = self.on_callback(reply) if self.on_callback else {
+                    "error": {"type": "RuntimeError", "message": "no function was lent"}}
+                self._send(answer, deadline)
+                continue
+            if reply.get("id") != number:
+                self.kill()
+                raise RunnerDied(f"the notebook's process broke the protocol while {what} "
+                                 "(an answer to another request)")
+            return reply
+
+    def request(self, msg: dict, timeout: float, what: str) -> dict:
+        """Send ``msg``; wait at most ``timeout`` s in all; on timeout interrupt, then kill. Returns the reply."""
+        if self.sock is None:
+            raise RunnerDied("the notebook's process is not running")
+        deadline = time.monotonic() + max(timeout, 0.01)
+        self.in_request += 1
         try:
-            return self._recv_reply(timeout, what)
+            return self._request(msg, deadline, timeout, what)
+        finally:
+            self.in_request -= 1
+
+    def _request(self, msg: dict, deadline: float, timeout: float, what: str) -> dict:
+        self.requests += 1
+        number = msg["id"] = self.requests
+        self._send(msg, deadline)
+        try:
+            return self._recv_reply(deadline, what, number)
         except TimeoutError:
             self.interrupt()
             try:
-                reply = self._recv_reply(5.0, what)
+                reply = self._recv_reply(time.monotonic() + 5.0, what, number)
             except TimeoutError:
                 self.kill()
                 raise RunnerDied(
@@ -352,19 +451,36 @@ class Sandbox:
             return reply
 
 
+# -- the student's objects, seen from here ----------------------------------------------------------
+def _walk_tensors(value: Any, depth: int = 0) -> list:
+    """The tensors in ``value`` in the order runner.py's ``_tensors`` walks the decoded copy."""
+    torch = sys.modules.get("torch")
+    if torch is None or depth > 4:
+        return []
+    if isinstance(value, torch.Tensor):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _walk_tensors(v, depth + 1)]
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _walk_tensors(v, depth + 1)]
+    return []
+
+
 class Remote:
     """The student's namespace as seen from the grader: every object is a value or a :class:`Proxy`."""
 
     def __init__(self, sandbox: Sandbox) -> None:
         self.sandbox = sandbox
-        self.proxies: dict[int, Proxy] = {}
+        self.proxies: weakref.WeakValueDictionary[int, Proxy] = weakref.WeakValueDictionary()
         self.deadline = float("inf")
         self.calls = 0
-        # Attribute reads are cached until the student's code next runs (a call, an operator, a cell):
-        # only then can attributes change. Writes from the grader's side update the cache.
+        # Attribute reads are cached until the student's code next runs (a call, an operator, a cell, a write):
+        # only then can attributes change.
         self.attributes: dict[tuple[int, str], Any] = {}
         # Functions of the test (a loss to differentiate, say) lent to the student's code, by number.
         self.lent: list[Any] = []
+        self.to_free: list[int] = []
+        self.stderr: list[str] = []  # what the student's code wrote to stderr during the current test
         sandbox.on_callback = self._answer_callback
 
     def _answer_callback(self, msg: dict) -> dict:
@@ -379,19 +495,31 @@ class Remote:
             kwargs = wire.decode(msg.get("kwargs", {"__dict__": []}), self._resolve)
             if not isinstance(args, list) or not isinstance(kwargs, dict):
                 raise TypeError("malformed call")
-            return {"value": self._encode(function(*args, **kwargs))}
+            value = function(*args, **{str(k): v for k, v in kwargs.items()})
+            after = [[i, self._encode(a)] for i, a in enumerate(args) if type(a) is np.ndarray]
+            after += [[k, self._encode(a)] for k, a in kwargs.items() if type(a) is np.ndarray]
+            return {"value": self._encode(value), "arrays_after": after}
+        except (RunnerDied, CellTimeout):
+            raise
         except Exception as exc:  # noqa: BLE001 - reported to the student's code as its exception
             return {"error": {"type": type(exc).__name__, "message": str(exc)[:500]}}
 
     def reset(self) -> None:
         self.proxies.clear()
         self.attributes.clear()
+        self.to_free.clear()
 
     def _resolve(self, data: dict) -> Any:
-        n = int(data["__ref__"])
+        try:
+            n = int(data["__ref__"])
+        except (KeyError, TypeError, ValueError):
+            raise wire.WireError("malformed reference") from None
         proxy = self.proxies.get(n)
         if proxy is None:
-            proxy = Proxy(self, n, str(data.get("type", "?"))[:200], bool(data.get("callable")))
+            mro = data.get("mro")
+            proxy = Proxy(self, n, boundary.keep_text(data.get("type", "?"), 200), bool(data.get("callable")),
+                          boundary.keep_text(data.get("name", ""), 100),
+                          tuple(boundary.keep_text(m, 200) for m in mro[:30]) if isinstance(mro, list) else ())
             self.proxies[n] = proxy
         return proxy
 
@@ -406,23 +534,46 @@ class Remote:
 
         return wire.encode(value, ref)
 
+    def forget(self, ref: int) -> None:
+        """A proxy died: the runner may drop its object with the next request."""
+        if len(self.to_free) < 10_000:
+            self.to_free.append(ref)
+
     def ask(self, msg: dict, what: str, full: bool = False) -> Any:
         self.calls += 1
-        if msg["op"] not in ("getattr", "setattr", "lookup"):
+        if msg["op"] not in ("getattr", "lookup"):
             self.attributes.clear()
+        if self.to_free:
+            msg["free"], self.to_free = self.to_free, []
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise CellTimeout(f"the time limit for this test ran out before {what}")
         reply = self.sandbox.request(msg, remaining, what)
         if reply.get("timed_out"):
             raise CellTimeout(f"{what} ran past the time limit for this test and was interrupted")
+        self._relay_output(reply)
         if "error" in reply:
-            raise _remote_exception(reply["error"])
+            raise _remote_exception(reply["error"] if isinstance(reply["error"], dict) else {})
         try:
             value = wire.decode(reply.get("value"), self._resolve)
-            return {"value": value, "arrays_after": reply.get("arrays_after")} if full else value
-        except (wire.WireError, ValueError, TypeError, KeyError) as exc:
+            return {"value": value, **{k: reply.get(k) for k in ("arrays_after", "graph")}} if full else value
+        except (wire.WireError, ValueError, TypeError, KeyError, RecursionError) as exc:
             raise RemoteError(f"the student's process sent data the grader cannot read ({exc})") from None
+
+    def _relay_output(self, reply: dict) -> None:
+        """What the student's code printed or warned while the test asked it something: as if it ran here."""
+        limit = self.sandbox.limits.output_kb * 1024
+        if reply.get("out"):
+            sys.stdout.write(boundary.keep_output(reply["out"], limit))
+        if reply.get("err") and sum(map(len, self.stderr)) < limit:
+            self.stderr.append(boundary.keep_output(reply["err"], limit))
+        caught = reply.get("warnings")
+        for item in caught[:20] if isinstance(caught, list) else []:
+            if isinstance(item, list) and len(item) == 4:
+                category = _WARNINGS.get(str(item[0]), StudentWarning)
+                message = boundary.keep_text(item[1], 500)
+                warnings.warn_explicit(message, category, "<student's code>", item[3] if isinstance(item[3], int)
+                                       else 0, module="student")
 
     def lookup(self, name: str) -> Any:
         return self.ask({"op": "lookup", "name": name}, f"looking up {name}")
@@ -431,13 +582,24 @@ class Remote:
 class Proxy:
     """A student's object that stays in the sandbox. Identity and equality are the grader's own."""
 
-    __slots__ = ("_remote", "_ref", "_type", "_callable", "__weakref__")
+    __slots__ = ("_remote", "_ref", "_type", "_callable", "_name", "_mro", "__weakref__")
 
-    def __init__(self, remote: Remote, ref: int, type_name: str, is_callable: bool) -> None:
+    def __init__(self, remote: Remote, ref: int, type_name: str, is_callable: bool, name: str = "",
+                 mro: tuple[str, ...] = ()) -> None:
+        object.__setattr__(self, "_mro", mro)
         object.__setattr__(self, "_remote", remote)
         object.__setattr__(self, "_ref", ref)
         object.__setattr__(self, "_type", type_name)
         object.__setattr__(self, "_callable", is_callable)
+        object.__setattr__(self, "_name", name)
+        weakref.finalize(self, remote.forget, ref)
+
+    @property
+    def __name__(self) -> str:  # noqa: PLW3201 - a function's name, as the student's process gave it
+        name = object.__getattribute__(self, "_name")
+        if not name:
+            raise AttributeError("__name__")
+        return name
 
     def _ask(self, op: str, what: str, **fields: Any) -> Any:
         remote = object.__getattribute__(self, "_remote")
@@ -445,6 +607,26 @@ class Proxy:
 
     def _label(self) -> str:
         return object.__getattribute__(self, "_type").rsplit(".", 1)[-1]
+
+    def _gd_type_names(self) -> tuple[str, ...]:
+        """The qualified names of the student's object's class and its bases (for ``checks.is_a``)."""
+        return object.__getattribute__(self, "_mro")
+
+    def _gd_build(self, factory: str, args: tuple, kwargs: dict) -> Any:
+        """``factory(*args, **kwargs)`` made in the student's process, beside this object (see ``checks.beside``)."""
+        remote = object.__getattribute__(self, "_remote")
+        return remote.ask({"op": "build", "factory": factory, "args": remote._encode(list(args)),
+                           "kwargs": remote._encode(dict(kwargs))}, f"building {factory.rsplit('.', 1)[-1]}")
+
+    def _gd_read_path(self, *steps: Any) -> Any:
+        """``self.a[k].b`` for steps ('a', k, 'b'): followed in the student's process in one request.
+
+        The identity checks use it: the student's own link is followed, not the grader's idea of
+        which object a reference number stands for.
+        """
+        remote = object.__getattribute__(self, "_remote")
+        encoded = [["attr", s] if isinstance(s, str) else ["item", remote._encode(s)] for s in steps]
+        return self._ask("path", "following " + ".".join(map(str, steps)), steps=encoded)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("__") and name.endswith("__"):
@@ -460,14 +642,15 @@ class Proxy:
     def __setattr__(self, name: str, value: Any) -> None:
         remote = object.__getattribute__(self, "_remote")
         self._ask("setattr", f"setting .{name}", name=name, value=remote._encode(value))
-        remote.attributes[(object.__getattribute__(self, "_ref"), name)] = value
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         remote = object.__getattribute__(self, "_remote")
-        name = self._label()
+        name = object.__getattribute__(self, "_name") or self._label()
+        torch = sys.modules.get("torch")
+        grad = bool(torch.is_grad_enabled()) if torch is not None else False
         reply = remote.ask({"op": "call", "target": {"__ref__": object.__getattribute__(self, "_ref")},
-                            "args": remote._encode(list(args)), "kwargs": remote._encode(dict(kwargs))},
-                           f"calling {name}", full=True)
+                            "args": remote._encode(list(args)), "kwargs": remote._encode(dict(kwargs)),
+                            "grad": grad}, f"calling {name}", full=True)
         # In-place changes to array arguments, as Python's own call would show them.
         for key, data in reply.get("arrays_after") or []:
             original = args[key] if isinstance(key, int) and 0 <= key < len(args) else kwargs.get(key)
@@ -478,7 +661,11 @@ class Proxy:
                         np.copyto(original, after, casting="unsafe")
                 except (wire.WireError, ValueError, TypeError):
                     pass
-        return reply["value"]
+        value = reply["value"]
+        graph = reply.get("graph")
+        if graph and grad and isinstance(graph, dict):
+            value = _attach_graph(remote, graph, value, list(args), dict(kwargs))
+        return value
 
     def __repr__(self) -> str:
         return f"<{self._label()} object>"
@@ -533,8 +720,94 @@ class Proxy:
     __hash__ = object.__hash__
 
 
+# -- autograd through the student's code ------------------------------------------------------------
+def _attach_graph(remote: Remote, graph: dict, value: Any, args: list, kwargs: dict) -> Any:
+    """Connect the tensors a student's call returned to the grader's own autograd graph.
+
+    The runner kept the call's graph; a backward here asks the runner for the gradients of the
+    call's inputs (its parameters get theirs there, as they would in one process) and hands
+    them to the grader's input tensors.
+    """
+    import torch
+
+    outputs = _walk_tensors(value)
+    try:
+        wanted = [int(i) for i in graph.get("outputs", [])]
+        number = int(graph["id"])
+    except (TypeError, ValueError, KeyError):
+        return value
+    if not outputs or any(not 0 <= i < len(outputs) for i in wanted) or not wanted:
+        return value
+    leaves = [t for t in _walk_tensors(args) + _walk_tensors(kwargs) if t.requires_grad]
+    anchor = torch.zeros((), requires_grad=True)  # so that outputs need grad even when only parameters do
+    link = _GraphLink(remote, number, [outputs[i] for i in wanted], leaves)
+    linked = _RemoteCall.apply(link, anchor, *leaves)
+    replacement = dict(zip(wanted, linked))
+
+    def rebuild(v: Any, counter: list[int], depth: int = 0) -> Any:
+        if isinstance(v, torch.Tensor):
+            i = counter[0]
+            counter[0] += 1
+            return replacement.get(i, v)
+        if depth <= 4 and isinstance(v, (list, tuple)):
+            items = [rebuild(x, counter, depth + 1) for x in v]
+            return items if isinstance(v, list) else tuple(items)
+        if depth <= 4 and isinstance(v, dict):
+            return {k: rebuild(x, counter, depth + 1) for k, x in v.items()}
+        return v
+
+    return rebuild(value, [0])
+
+
+class _GraphLink:
+    def __init__(self, remote: Remote, number: int, outputs: list, leaves: list) -> None:
+        self.remote, self.number, self.outputs, self.leaves = remote, number, outputs, leaves
+
+
+def _remote_call_class():
+    import torch
+
+    class RemoteCall(torch.autograd.Function):
+        """Outputs computed by the student's process; their backward runs there too."""
+
+        @staticmethod
+        def forward(ctx, link, anchor, *leaves):  # noqa: ARG004 - leaves only connect the graph
+            ctx.link = link
+            return tuple(o.detach().clone() for o in link.outputs)
+
+        @staticmethod
+        def backward(ctx, *grad_outputs):
+            link = ctx.link
+            grads = link.remote.ask({"op": "backward", "graph": link.number,
+                                     "grads": link.remote._encode([g.detach() for g in grad_outputs])},
+                                    "running backward through the student's code")
+            if not isinstance(grads, list) or len(grads) != len(link.leaves):
+                raise RemoteError("the student's process sent gradients that do not match the inputs")
+            checked = []
+            for g, leaf in zip(grads, link.leaves):
+                if not isinstance(g, torch.Tensor) or g.shape != leaf.shape:
+                    raise RemoteError("the student's process sent a gradient of the wrong shape")
+                checked.append(g.detach().to(leaf.dtype))
+            return (None, None, *checked)
+
+    return RemoteCall
+
+
+class _LazyRemoteCall:
+    cls = None
+
+    def apply(self, *args):
+        if _LazyRemoteCall.cls is None:
+            _LazyRemoteCall.cls = _remote_call_class()
+        return _LazyRemoteCall.cls.apply(*args)
+
+
+_RemoteCall = _LazyRemoteCall()
+
+
 class RemoteGlobals(dict):
-    """Globals for a test cell: the grader's own names first, builtins next, then the student's namespace."""
+    """Globals of the test cells: the set-up cell's and the tests' own names first, builtins next,
+    and only then the student's namespace (for the student's answers)."""
 
     def __init__(self, remote: Remote, own: dict) -> None:
         super().__init__(own)

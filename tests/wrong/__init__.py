@@ -20,11 +20,32 @@ class Wrong:
     feedback: str  # a phrase the failing test's message must contain
 
 
+@dataclass(frozen=True)
+class Right:
+    """A correct answer written differently from ours: both graders must give its test cell full marks."""
+
+    answer: str  # grade id of the answer cell
+    how: str  # what is different, in words
+    source: str  # the whole answer cell
+
+
+def right_by_assignment() -> dict[str, list[Right]]:
+    from . import batchnorm, computational_graphs, fully_connected, resnet
+
+    return {
+        "01_computational_graphs": computational_graphs.RIGHT,
+        "02_fully_connected": fully_connected.RIGHT,
+        "03_batchnorm": batchnorm.RIGHT,
+        "04_resnet": resnet.RIGHT,
+    }
+
+
 def by_assignment() -> dict[str, list[Wrong]]:
-    from . import batchnorm, computational_graphs, fully_connected
+    from . import batchnorm, computational_graphs, fully_connected, resnet
 
     return {
         "01_computational_graphs": computational_graphs.WRONG,
         "02_fully_connected": fully_connected.WRONG,
         "03_batchnorm": batchnorm.WRONG,
+        "04_resnet": resnet.WRONG,
     }

@@ -1,6 +1,6 @@
 """Wrong implementations for notebook 01 (computational graphs and scalar backprop)."""
 
-from . import Wrong
+from . import Right, Wrong
 
 WRONG = [
     Wrong(
@@ -13,7 +13,7 @@ def sin_graph(x, y):
     dL_dz = math.cos(x)
     return z, L, dL_dz, dL_dz, dL_dz
 ''',
-        "evaluated at z",
+        "evaluated at its own input z",
     ),
     Wrong(
         "sin_graph",
@@ -25,56 +25,75 @@ def sin_graph(x, y):
     dL_dz = -math.cos(z)
     return z, L, dL_dz, dL_dz, dL_dz
 ''',
-        "derivative of sin is cos",
+        "the wrong sign",
     ),
     Wrong(
         "lecture_forward",
         "forgets the parentheses: x + y * z",
         '''
-x, y, z = -2.0, 5.0, -4.0
-q = x + y
-f = x + y * z
+def lecture_forward(x, y, z):
+    q = x + y
+    return q, x + y * z
 ''',
         "the addition happens first",
+    ),
+    Wrong(
+        "lecture_forward",
+        "returns the lecture's numbers, right only at the lecture's point",
+        '''
+def lecture_forward(x, y, z):
+    return 3.0, -12.0
+''',
+        "q is the addition node's output",
     ),
     Wrong(
         "lecture_local_grads",
         "gives each input of the product its own value instead of the other one's",
         '''
-df_dq = q
-df_dz = z
-dq_dx = 1.0
-dq_dy = 1.0
+def lecture_local_grads(x, y, z):
+    q = x + y
+    return q, z, 1.0, 1.0
 ''',
-        "the other input, z",
+        "Raise q by a small h",
+    ),
+    Wrong(
+        "lecture_local_grads",
+        "returns the lecture's numbers, right only at the lecture's point",
+        '''
+def lecture_local_grads(x, y, z):
+    return -4.0, 3.0, 1.0, 1.0
+''',
+        "Raise q by a small h",
+    ),
+    Wrong(
+        "lecture_local_grads",
+        "takes the addition's local gradients to be its inputs",
+        '''
+def lecture_local_grads(x, y, z):
+    return z, x + y, y, x
+''',
+        "how much does q = x + y change",
     ),
     Wrong(
         "lecture_chain",
         "adds the local gradients along the path instead of multiplying them",
         '''
-df_dx = df_dq + dq_dx
-df_dy = df_dq + dq_dy
-
-
 def lecture_backprop(x, y, z):
-    q = x + y
-    return q * z, z + 1.0, z + 1.0, q
+    _, f = lecture_forward(x, y, z)
+    df_dq, df_dz, dq_dx, dq_dy = lecture_local_grads(x, y, z)
+    return f, df_dq + dq_dx, df_dq + dq_dy, df_dz
 ''',
-        "multiplies the local gradients",
+        "multiply the local gradients along the path",
     ),
     Wrong(
         "lecture_chain",
-        "returns df/dz = z in the general function (copies the pattern of df/dx)",
+        "returns df/dz = z (copies the pattern of df/dx)",
         '''
-df_dx = df_dq * dq_dx
-df_dy = df_dq * dq_dy
-
-
 def lecture_backprop(x, y, z):
     q = x + y
     return q * z, z, z, z
 ''',
-        "df/dz equals q",
+        "z reaches f directly",
     ),
     Wrong(
         "engine_add_mul",
@@ -88,6 +107,19 @@ def mul(a, b):
     return Value(a.data * b.data, parents=(a, b), local_grads=(a.data, b.data), op="*")
 ''',
         "OTHER input's value",
+    ),
+    Wrong(
+        "engine_add_mul",
+        "records op=\"+\" for a product too (copied from add)",
+        '''
+def add(a, b):
+    return Value(a.data + b.data, parents=(a, b), local_grads=(1.0, 1.0), op="+")
+
+
+def mul(a, b):
+    return Value(a.data * b.data, parents=(a, b), local_grads=(b.data, a.data), op="+")
+''',
+        "should record op='*'",
     ),
     Wrong(
         "engine_add_mul",
@@ -177,7 +209,7 @@ def backward(root):
         for parent, local in zip(node.parents, node.local_grads):
             parent.grad = local * node.grad
 ''',
-        "add (+=) both contributions",
+        "both of its contributions must count",
     ),
     Wrong(
         "engine_backward",
@@ -189,7 +221,7 @@ def backward(root):
         for parent, local in zip(node.parents, node.local_grads):
             parent.grad += local * node.grad
 ''',
-        "REVERSE topological order",
+        "in which order must backward visit the nodes",
     ),
     Wrong(
         "engine_backward",
@@ -207,4 +239,36 @@ def backward(root):
 ''',
         "is wrong on f =",
     ),
+]
+
+
+RIGHT = [
+    Right("sin_graph", "returns a namedtuple", '''
+import collections
+
+SinGraph = collections.namedtuple("SinGraph", "z L dL_dz dL_dx dL_dy")
+
+
+def sin_graph(x, y):
+    z = x + y
+    return SinGraph(z, math.sin(z), math.cos(z), math.cos(z), math.cos(z))
+'''),
+    Right("lecture_forward", "keeps q as an exact fraction and f as a float subclass", '''
+import fractions
+
+
+class Exact(float):
+    pass
+
+
+def lecture_forward(x, y, z):
+    q = fractions.Fraction(x) + fractions.Fraction(y)
+    return q, Exact(q * fractions.Fraction(z))
+'''),
+    Right("lecture_chain", "computes everything inline, with numpy floats", '''
+def lecture_backprop(x, y, z):
+    x, y, z = np.float64(x), np.float64(y), np.float64(z)
+    q = x + y
+    return q * z, z * 1.0, 1.0 * z, q
+'''),
 ]

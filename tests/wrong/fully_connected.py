@@ -1,6 +1,6 @@
 """Wrong implementations for notebook 02 (vector backprop, fully connected layers, vanishing gradients)."""
 
-from . import Wrong
+from . import Right, Wrong
 
 LINEAR_FORWARD = '''
 def linear_forward(a_prev, W, b):
@@ -73,35 +73,34 @@ def mlp_forward(x, params, activation):
     return a, cache
 '''
 
+NORM_SQ = '''
+def norm_sq_grads(x, W):
+    q = W @ x
+    df_dq = {df_dq}
+    return q, float(q @ q), df_dq, {df_dW}, {df_dx}
+'''
+
+
+def _norm_sq(df_dq="2 * q", df_dW="np.outer(df_dq, x)", df_dx="W.T @ df_dq") -> str:
+    return NORM_SQ.replace("{df_dq}", df_dq).replace("{df_dW}", df_dW).replace("{df_dx}", df_dx)
+
+
+SOFTMAX = '''
+def softmax_cross_entropy(scores, y):
+    {body}
+'''
+
 WRONG = [
-    Wrong("vector_lecture", "writes the weight gradient as x q^T (transposed)", '''
-x = np.array([0.2, 0.4])
-W = np.array([[0.1, 0.5], [-0.3, 0.8]])
-q = W @ x
-f = float(q @ q)
-df_dq = 2 * q
-df_dW = np.outer(x, df_dq)
-df_dx = W.T @ df_dq
-''', "transpose"),
-    Wrong("vector_lecture", "forgets the factor 2 of the square", '''
-x = np.array([0.2, 0.4])
-W = np.array([[0.1, 0.5], [-0.3, 0.8]])
-q = W @ x
-f = float(q @ q)
-df_dq = q
-df_dW = np.outer(df_dq, x)
-df_dx = W.T @ df_dq
-''', "df/dq_i = 2 q_i"),
-    Wrong("vector_backprop", "multiplies by W instead of W^T for df/dx", '''
-def norm_sq_backprop(x, W):
-    q = W @ x
-    return float(q @ q), np.outer(2 * q, x), W @ (2 * q)
-''', "df/dx = W^T (2 q)"),
-    Wrong("vector_backprop", "transposes the weight gradient", '''
-def norm_sq_backprop(x, W):
-    q = W @ x
-    return float(q @ q), np.outer(x, 2 * q), W.T @ (2 * q)
-''', "transpose"),
+    Wrong("vector_grads", "writes the weight gradient as x q^T (transposed)", _norm_sq(df_dW="np.outer(x, df_dq)"),
+          "W_ij reaches f only through q_i"),
+    Wrong("vector_grads", "forgets the factor 2 of the square", _norm_sq(df_dq="q"), "Only the term q_i^2"),
+    Wrong("vector_grads", "multiplies by W instead of W^T for df/dx", _norm_sq(df_dx="W @ df_dq"),
+          "the paths add"),
+    Wrong("vector_grads", "hard-codes the lecture's numbers", '''
+def norm_sq_grads(x, W):
+    return (np.array([0.22, 0.26]), 0.116, np.array([0.44, 0.52]), np.array([[0.088, 0.176], [0.104, 0.208]]),
+            np.array([-0.112, 0.636]))
+''', "W of shape (3, 2)"),
     Wrong("grad_check", "uses the one-sided difference", '''
 def numerical_gradient(f, x, h=1e-5):
     grad = np.zeros_like(x, dtype=float)
@@ -125,6 +124,20 @@ def numerical_gradient(f, x, h=1e-5):
         grad[i] = (up - down) / (2 * h)
     return grad
 ''' + RELATIVE_ERROR, "changed x"),
+    Wrong("grad_check", "ignores its h argument", '''
+def numerical_gradient(f, x, h=1e-5):
+    step = 1e-5
+    grad = np.zeros_like(x, dtype=float)
+    for i in np.ndindex(x.shape):
+        old = x[i]
+        x[i] = old + step
+        up = f(x)
+        x[i] = old - step
+        down = f(x)
+        x[i] = old
+        grad[i] = (up - down) / (2 * step)
+    return grad
+''' + RELATIVE_ERROR, "use the h you are given"),
     Wrong("grad_check", "relative error without the floor: 0 / 0", CENTRED_GRADIENT + '''
 
 def relative_error(a, b):
@@ -157,17 +170,36 @@ def tanh_forward(z):
 
 def tanh_backward(da, z):
     return da * (1 - z ** 2)
-'''), "square tanh(z), not z"),
-    Wrong("activations", "a sigmoid that overflows for very negative inputs", _activations(sigmoid='''
+'''), "with tanh(z) itself, not with z"),
+    Wrong("activations", "uses sigma(z) as its own derivative", _activations(sigmoid='''
 def sigmoid_forward(z):
-    with np.errstate(over="ignore"):
-        return 1 / (1 + np.exp(-z)) if np.all(z > -700) else np.full_like(z, np.nan)
+    e = np.exp(-np.abs(z))
+    return np.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def sigmoid_backward(da, z):
+    return da * sigmoid_forward(z)
+'''), "write the result with sigma(z) itself"),
+    Wrong("activations", "the plain formula, which overflows for very negative inputs (and warns)", _activations(
+        sigmoid='''
+def sigmoid_forward(z):
+    return 1 / (1 + np.exp(-z))
 
 
 def sigmoid_backward(da, z):
     s = sigmoid_forward(z)
     return da * s * (1 - s)
-'''), "nan or inf"),
+'''), "RuntimeWarning: overflow"),
+    Wrong("activations", "picks between two forms with np.where, computing the overflowing one too (exact, but warns)",
+          _activations(sigmoid='''
+def sigmoid_forward(z):
+    return np.where(z >= 0, 1 / (1 + np.exp(-z)), np.exp(z) / (1 + np.exp(z)))
+
+
+def sigmoid_backward(da, z):
+    s = sigmoid_forward(z)
+    return da * s * (1 - s)
+'''), "RuntimeWarning: overflow"),
     Wrong("network", "forgets the activation derivative in the recursion", MLP_FORWARD + '''
 
 def mlp_backward(dout, cache, params, activation):
@@ -205,6 +237,20 @@ def mlp_backward(dout, cache, params, activation):
             delta = backward(da_prev, cache[k - 1][1])
     return grads, deltas
 ''', "the last layer has no activation"),
+    Wrong("network", "stops the backward loop before the first layer", MLP_FORWARD + '''
+
+def mlp_backward(dout, cache, params, activation):
+    _, backward = ACTIVATIONS[activation]
+    grads, deltas = [], []
+    delta = dout
+    for k in range(len(params) - 1, 0, -1):
+        a_prev, _ = cache[k]
+        deltas.insert(0, delta)
+        da_prev, dW, db = linear_backward(delta, a_prev, params[k][0])
+        grads.insert(0, (dW, db))
+        delta = backward(da_prev, cache[k - 1][1])
+    return grads, deltas
+''', "did the loop skip a layer"),
     Wrong("init_weights", "He with sqrt(1 / d_in)", '''
 def init_weights(d_in, d_out, scheme, rng):
     stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(1.0 / d_in), "large": 1.0}
@@ -219,6 +265,47 @@ def init_weights(d_in, d_out, scheme, rng):
         raise ValueError(scheme)
     return rng.normal(0.0, stds[scheme], size=(d_in, d_out))
 ''', "not (d_out, d_in)"),
+    Wrong("init_weights", "draws from numpy's global generator instead of rng", '''
+def init_weights(d_in, d_out, scheme, rng):
+    stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(2.0 / d_in), "large": 1.0}
+    if scheme not in stds:
+        raise ValueError(scheme)
+    return np.random.normal(0.0, stds[scheme], size=(d_out, d_in))
+''', "draw from the rng you are given"),
+    Wrong("init_weights", "draws from a uniform distribution with the right standard deviation", '''
+def init_weights(d_in, d_out, scheme, rng):
+    stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(2.0 / d_in), "large": 1.0}
+    if scheme not in stds:
+        raise ValueError(scheme)
+    limit = stds[scheme] * np.sqrt(3.0)
+    return rng.uniform(-limit, limit, size=(d_out, d_in))
+''', "not a uniform one"),
+    Wrong("fit_lambda", "returns the norm at layer 1 as C", '''
+def fit_lambda(norms):
+    norms = np.asarray(norms, dtype=float)
+    L = len(norms)
+    k = np.arange(1, L + 1)
+    slope, intercept = np.polyfit(L - k, np.log(norms), 1)
+    return float(norms[0]), float(np.exp(slope))
+''', "the norm at layer 1"),
+    Wrong("softmax_loss", "exponentiates the raw scores (overflows, and warns)", SOFTMAX.replace("{body}", '''p = np.exp(scores) / np.exp(scores).sum(axis=1, keepdims=True)
+    n = len(y)
+    d = p.copy()
+    d[np.arange(n), y] -= 1
+    return float(-np.log(p[np.arange(n), y]).mean()), d / n'''), "RuntimeWarning"),
+    Wrong("softmax_loss", "forgets to divide the gradient by the batch size", SOFTMAX.replace("{body}", '''shifted = scores - scores.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    n = len(y)
+    d = np.exp(log_p)
+    d[np.arange(n), y] -= 1
+    return float(-log_p[np.arange(n), y].mean()), d'''), "summed over the batch where it should be averaged"),
+    Wrong("softmax_loss", "gives the gradient the wrong sign (one-hot minus probabilities)", SOFTMAX.replace(
+        "{body}", '''shifted = scores - scores.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    n = len(y)
+    d = -np.exp(log_p)
+    d[np.arange(n), y] += 1
+    return float(-log_p[np.arange(n), y].mean()), d / n'''), "wrong sign"),
     Wrong("fit_lambda", "counts the exponent from the input (k - 1) instead of from the output (L - k)", '''
 def fit_lambda(norms):
     norms = np.asarray(norms, dtype=float)
@@ -226,4 +313,55 @@ def fit_lambda(norms):
     slope, intercept = np.polyfit(k - 1, np.log(norms), 1)
     return float(np.exp(intercept)), float(np.exp(slope))
 ''', "counted from the OUTPUT layer"),
+    Wrong("grad_check", "relative_error zeroes both arrays in place and returns 0", CENTRED_GRADIENT + '''
+
+def relative_error(a, b):
+    for v in (a, b):
+        if isinstance(v, np.ndarray):
+            v[...] = 0.0
+    return 0.0
+''', "relative_error"),
+]
+
+
+RIGHT = [
+    Right("init_weights", "draws with standard_normal(size=..., dtype=np.float64) and scales", '''
+def init_weights(d_in, d_out, scheme, rng):
+    stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(2.0 / d_in), "large": 1.0}
+    if scheme not in stds:
+        raise ValueError(scheme)
+    return stds[scheme] * rng.standard_normal(size=(d_out, d_in), dtype=np.float64)
+'''),
+    Right("init_weights", "fills a preallocated array in place with standard_normal(out=W)", '''
+def init_weights(d_in, d_out, scheme, rng):
+    stds = {"small": 0.01, "xavier": np.sqrt(2.0 / (d_in + d_out)), "he": np.sqrt(2.0 / d_in), "large": 1.0}
+    if scheme not in stds:
+        raise ValueError(scheme)
+    W = np.empty((d_out, d_in))
+    rng.standard_normal(out=W)
+    W *= stds[scheme]
+    return W
+'''),
+    Right("vector_grads", "returns a namedtuple", '''
+import collections
+
+Grads = collections.namedtuple("Grads", "q f df_dq df_dW df_dx")
+
+
+def norm_sq_grads(x, W):
+    q = W @ x
+    return Grads(q, float(q @ q), 2 * q, np.outer(2 * q, x), W.T @ (2 * q))
+'''),
+    Right("grad_check", "restores x by adding and subtracting h (exact to within rounding)", '''
+def numerical_gradient(f, x, h=1e-5):
+    grad = np.zeros_like(x, dtype=float)
+    for i in np.ndindex(x.shape):
+        x[i] += h
+        up = f(x)
+        x[i] -= 2 * h
+        down = f(x)
+        x[i] += h
+        grad[i] = (up - down) / (2 * h)
+    return grad
+''' + RELATIVE_ERROR),
 ]

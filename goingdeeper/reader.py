@@ -1,0 +1,231 @@
+"""The reader's edition: the solved series as a static site that works offline (``bash course.sh site [DIR]``).
+
+For every assignment, in lecture order, the solution notebook of ``solutions/`` is
+
+1. made readable (:func:`reader_notebook`): nbgrader's ``### BEGIN/END SOLUTION`` marker lines go (the
+   solution code stays: readers read the solved series), hidden tests go entirely, and so do nbgrader's
+   metadata and checksums;
+2. executed in a scratch folder (:func:`execute_notebook`) with ``GOINGDEEPER_STATIC=1``, so that the
+   explorers draw static figures instead of widgets, and, with ``--fast``, with
+   ``NBGRADER_EXECUTION=autograde`` as nbgrader grades, so that long runs shrink (the pages say so);
+3. rendered to ``DIR/NN_topic.html`` with nbconvert's lab template less its CDN scripts, figures
+   embedded, math typeset by the site's own copy of MathJax 2 (``DIR/mathjax/``, copied at build time
+   from the PyPI package ``jupyter-server-mathjax``; HTML-CSS output with its STIX web fonts).
+
+``DIR/index.html`` (default ``build/site/``) lists the notebooks with the first paragraph of each. The
+site opens from disk (``file://``) with the network off.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import nbformat
+
+from .course import ROOT, SOLUTIONS, assignments
+from .editions import NotebookInfo, notebook_info, source_version
+
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BuildError",
+    "build_site",
+    "copy_mathjax",
+    "execute_notebook",
+    "reader_notebook",
+    "render_page",
+]
+
+#: Seconds one notebook may run, all its cells together (``--timeout``).
+DEFAULT_TIMEOUT = 1800
+TEMPLATES = ROOT / "editions" / "site" / "templates"
+#: What of MathJax 2 (from jupyter-server-mathjax) the site leaves out: the SVG output's font data (the
+#: package ships no SVG output jax; the pages use HTML-CSS with the STIX web fonts).
+MATHJAX_LEFT_OUT = ("jax/output/SVG",)
+_SOLUTION_MARKER = re.compile(r"^\s*#+\s*(BEGIN|END) SOLUTION\s*$")
+
+
+@dataclass(frozen=True)
+class Page:
+    """One notebook's page, as the index and the neighbours' navigation link to it."""
+
+    info: NotebookInfo
+    href: str
+
+    @property
+    def title(self) -> str:
+        return self.info.title
+
+
+class BuildError(RuntimeError):
+    """A notebook failed or ran out of time while the site was built."""
+
+
+def reader_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of a solution notebook as readers get it: no solution markers, no hidden tests, no nbgrader metadata.
+
+    The marker lines ``### BEGIN SOLUTION`` and ``### END SOLUTION`` are removed and the code between
+    them kept; ``### BEGIN HIDDEN TESTS`` ... ``### END HIDDEN TESTS`` blocks are removed with their
+    content (by nbgrader's own ``ClearHiddenTests``); code cells left empty are dropped; cell metadata
+    ``nbgrader``, ``deletable`` and ``editable`` are dropped.
+    """
+    from nbgrader.preprocessors import ClearHiddenTests
+
+    nb = nbformat.from_dict(nb)
+    nb, _ = ClearHiddenTests().preprocess(nb, {})
+    cells = []
+    for cell in nb.cells:
+        for key in ("nbgrader", "deletable", "editable"):
+            cell.metadata.pop(key, None)
+        if cell.cell_type == "code":
+            lines = [line for line in cell.source.splitlines() if not _SOLUTION_MARKER.match(line)]
+            cell.source = "\n".join(lines).rstrip()
+            if not cell.source.strip():
+                continue
+        cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
+def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool = False,
+                     timeout: float = DEFAULT_TIMEOUT, name: str = "notebook") -> nbformat.NotebookNode:
+    """Run ``nb`` in ``workdir`` with the explorers static and, when ``fast``, as nbgrader's autograde runs it.
+
+    ``timeout`` bounds the whole notebook, in seconds. Raises :class:`BuildError` naming the notebook
+    and the cell when a cell fails or time runs out.
+    """
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    env = dict(os.environ, GOINGDEEPER_STATIC="1")
+    env.pop("NBGRADER_EXECUTION", None)
+    if fast:
+        env["NBGRADER_EXECUTION"] = "autograde"
+    deadline = time.monotonic() + timeout
+
+    def remaining(cell: nbformat.NotebookNode) -> int:
+        return max(1, int(deadline - time.monotonic()))
+
+    client = NotebookClient(nb, kernel_name="python3", timeout_func=remaining,
+                            resources={"metadata": {"path": str(workdir)}})
+    try:
+        client.execute(env=env)
+    except CellTimeoutError as exc:
+        raise BuildError(
+            f"{name} ran past its timeout of {timeout:g} s: give it more with --timeout SECONDS, or build "
+            f"with --fast (long runs shrink as when nbgrader grades).\n{exc}"
+        ) from None
+    except CellExecutionError as exc:
+        raise BuildError(f"{name} failed while the site was built:\n{exc}") from None
+    return nb
+
+
+def copy_mathjax(site: Path) -> Path:
+    """Copy MathJax (less :data:`MATHJAX_LEFT_OUT`) into ``site/mathjax/``; return that folder."""
+    try:
+        import jupyter_server_mathjax
+    except ImportError:
+        raise BuildError("The site ships MathJax from the package jupyter-server-mathjax, which is not installed: "
+                         "run `bash course.sh setup` (it is pinned in requirements.txt).") from None
+    source = Path(jupyter_server_mathjax.__file__).parent / "static"
+    target = site / "mathjax"
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=lambda folder, names: [
+        n for n in names if (Path(folder) / n).relative_to(source).as_posix() in MATHJAX_LEFT_OUT])
+    return target
+
+
+def render_page(nb: nbformat.NotebookNode, page: Page, *, previous: Page | None = None, next: Page | None = None,
+                fast: bool = False) -> str:
+    """The HTML page of an executed reader notebook: lab's look, figures embedded, no CDN, local MathJax."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="reader", extra_template_basedirs=[str(TEMPLATES)], embed_images=True)
+    resources = {
+        "metadata": {"name": page.title},
+        "reader": {"fast": fast, "previous": previous, "next": next, "mathjax_url": "mathjax/MathJax.js"},
+    }
+    html, _ = exporter.from_notebook_node(nb, resources=resources)
+    return html
+
+
+def _index(pages: list[Page], *, fast: bool, version: str | None) -> str:
+    import jinja2
+    from nbconvert.filters.markdown_mistune import markdown2html_mistune
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=False)
+    entries = [{"href": p.href, "title": p.title, "summary_html": markdown2html_mistune(p.info.summary)} for p in pages]
+    return env.get_template("index.html.j2").render(pages=entries, fast=fast, version=version,
+                                                    mathjax_url="mathjax/MathJax.js")
+
+
+def _solution(assignment: str) -> Path:
+    notebooks = sorted((SOLUTIONS / assignment).glob("*.ipynb"))
+    if len(notebooks) != 1:
+        raise BuildError(f"solutions/{assignment} should hold one notebook, not {len(notebooks)}")
+    return notebooks[0]
+
+
+def build_site(out_dir: Path, *, only: Iterable[str] | None = None, fast: bool = False,
+               timeout: float = DEFAULT_TIMEOUT, log=print) -> Path:
+    """Build the reader's site into ``out_dir``; return the index page.
+
+    ``only`` limits the build to some assignments (the index then lists only those); ``fast`` runs
+    as nbgrader's autograde does; ``timeout`` bounds each notebook, in seconds.
+    """
+    chosen = list(only) if only else assignments()
+    unknown = sorted(set(chosen) - set(assignments()))
+    if unknown:
+        raise BuildError(f"no such assignment: {', '.join(unknown)} (there are: {', '.join(assignments())})")
+    chosen = [a for a in assignments() if a in chosen]  # lecture order
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pages = [Page(notebook_info(_solution(a)), f"{a}.html") for a in chosen]
+    copy_mathjax(out_dir)
+    for i, (assignment, page) in enumerate(zip(chosen, pages)):
+        source = _solution(assignment)
+        started = time.monotonic()
+        nb = reader_notebook(nbformat.read(source, as_version=4))
+        with tempfile.TemporaryDirectory(prefix=f"site-{assignment}-") as tmp:
+            workdir = Path(tmp) / assignment
+            shutil.copytree(source.parent, workdir, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+            execute_notebook(nb, workdir, fast=fast, timeout=timeout, name=f"solutions/{assignment}")
+        html = render_page(nb, page, previous=pages[i - 1] if i else None,
+                           next=pages[i + 1] if i + 1 < len(pages) else None, fast=fast)
+        (out_dir / page.href).write_text(html, encoding="utf-8")
+        log(f"site: {page.href} ({time.monotonic() - started:.0f} s{', fast mode' if fast else ''})")
+    index = out_dir / "index.html"
+    index.write_text(_index(pages, fast=fast, version=source_version(ROOT)), encoding="utf-8")
+    log(f"site: {index} (open it in a browser; it needs no network)")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bash course.sh site", description=__doc__.split("\n\n")[0])
+    parser.add_argument("dir", nargs="?", type=Path, default=ROOT / "build" / "site",
+                        help="output folder (default: build/site/)")
+    parser.add_argument("--fast", action="store_true",
+                        help="run as nbgrader grades (NBGRADER_EXECUTION=autograde): long runs shrink; the pages say so")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                        help=f"time allowed to each notebook (default: {DEFAULT_TIMEOUT})")
+    parser.add_argument("--only", action="append", metavar="ASSIGNMENT",
+                        help="build only this assignment (repeatable), e.g. --only 01_computational_graphs")
+    args = parser.parse_args(argv)
+    try:
+        build_site(args.dir.resolve(), only=args.only, fast=args.fast, timeout=args.timeout)
+    except BuildError as exc:
+        print(f"course.sh site: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
