@@ -204,7 +204,7 @@ CASES = [
     Case("megabytes_of_output", lambda s, r, c: _prepend(
         s, "sin_graph", "import os\nprint('x' * 50_000_000)\nos.write(1, b'y' * 20_000_000)"), FULL,
          output_has=("more characters of output dropped",)),
-    Case("os_exit", lambda s, r, c: _append(s, "engine_backward", "import os\nos._exit(3)"), FULL - 3,
+    Case("os_exit", lambda s, r, c: _append(s, "engine_backward", "import os\nos._exit(3)"), FULL - 3 - 1,
          status=("problems",), notes=("exit code 3",)),
     Case("sys_exit", lambda s, r, c: _append(s, "sin_graph", "import sys\nsys.exit(0)"), FULL),
     # kill(-1) reaches every process the sandbox's user may signal: none but itself and what it forked.
@@ -219,7 +219,7 @@ CASES = [
     Case("unmarked_test_cells", lambda s, r, c: _unmark(r), 0.0, notes=("deleted cell",)),
     Case("patched_comparisons", lambda s, r, c: _insert_after(
         _with(_with(_with(s, "sin_graph", WRONG["sin_graph"]), "lecture_forward", WRONG["lecture_forward"]),
-              "engine_backward", WRONG["engine_backward"]), "setup", PATCHES), FULL - 2 - 1 - 3,
+              "engine_backward", WRONG["engine_backward"]), "setup", PATCHES), FULL - 2 - 1 - 2 - 3 - 1,
          status=("graded", "problems"),
          flags=("numpy.allclose", "goingdeeper.checks.expect_close", "builtins.isinstance", "exception handler")),
     # lecture_forward returns Anythings, and lecture_backprop uses its f: sin_graph, lecture_forward, lecture_chain fail.
@@ -237,7 +237,7 @@ CASES = [
     Case("syntax_error", lambda s, r, c: _with(s, "sin_graph", "def sin_graph(x, y)\n    return x +"), FULL - 2,
          output_has=("SyntaxError",)),
     Case("exception_at_import", lambda s, r, c: _prepend(s, "engine_add_mul", "import torchvision_is_not_here"),
-         FULL - 2 - 2 - 3, output_has=("ModuleNotFoundError",)),
+         FULL - 2 - 2 - 3 - 1, output_has=("ModuleNotFoundError",)),
     Case("not_a_notebook", lambda s, r, c: b'{"cells": [ this is not json', None, status=("ungradable",)),
     Case("too_slow_overall", lambda s, r, c: _sleepy(s), None, status=("ungradable",)),
 ]
@@ -489,7 +489,9 @@ class Formula(float):
     __hash__ = float.__hash__
 
 Formula.__qualname__ = '=HYPERLINK("http://example.com/x", "click")'
-q = Formula(3.0)
+
+def lecture_forward(x, y, z):
+    return Formula(x + y), Formula((x + y) * z)
 '''
 
 SNOOP_WIDE = '''
@@ -574,11 +576,11 @@ CASES += [
     Case("trickles_an_answer", lambda s, r, c: _with(s, "sin_graph", TRICKLE), FULL - 2,
          status=("problems",)),
     # 8. what the runner sends is capped here: forged output, oversized and deeply nested messages, flag floods
-    Case("forged_output", lambda s, r, c: _append(s, "engine_backward", FORGED_OUTPUT), FULL - 3,
+    Case("forged_output", lambda s, r, c: _append(s, "engine_backward", FORGED_OUTPUT), FULL - 3 - 1,
          status=("problems",), notes=("protocol",)),
-    Case("oversized_message", lambda s, r, c: _append(s, "engine_backward", OVERSIZED), FULL - 3,
+    Case("oversized_message", lambda s, r, c: _append(s, "engine_backward", OVERSIZED), FULL - 3 - 1,
          status=("problems",), notes=("protocol",)),
-    Case("deeply_nested_message", lambda s, r, c: _append(s, "engine_backward", DEEP_JSON), FULL - 3,
+    Case("deeply_nested_message", lambda s, r, c: _append(s, "engine_backward", DEEP_JSON), FULL - 3 - 1,
          status=("problems",), notes=("protocol",)),
     Case("flag_flood", lambda s, r, c: _insert_after(s, "setup", FLAG_FLOOD), FULL, flags=("flag 1",)),
     # 9. the sandbox shows an allow-list: no course, no other checkout, no grader environment
@@ -589,7 +591,7 @@ CASES += [
     # this copying engine 8, the patched runner earns 6.)
     Case("copies_pass_as_the_input_nodes", lambda s, r, c: _with(_with(s, "engine_add_mul", COPYING_ENGINE),
                                                                    "engine_sin_relu", COPYING_UNARY),
-         FULL - 2 - 2 - 2 - 3, flags=("stack frames",)),
+         FULL - 2 - 2 - 2 - 3 - 1, flags=("stack frames",)),
     # 11. namespace writes are flagged; a runner-chosen flag cannot become a spreadsheet formula; odd metadata
     Case("patches_through_vars", lambda s, r, c: _insert_after(_with(s, "sin_graph", WRONG["sin_graph"]), "setup",
                                                                 VARS_PATCH), FULL - 2, flags=("namespace",)),
