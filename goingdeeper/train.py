@@ -10,9 +10,10 @@ the run: at 50 % and 75 %); ResNet-110 warms up at lr 0.01 until the training er
 one-cycle schedules are options. bf16 autocast where the hardware runs it natively (CUDA; CPUs with AMX) and
 channels_last memory (measured faster on CPU and CUDA); ``torch.compile`` only on request.
 
-Four hooks let a notebook plug a student's functions into the same loop; each defaults to the package's own:
+Five hooks let a notebook plug a student's functions into the same loop; each defaults to the package's own:
 
-* ``augment(x, generator) -> x``: uint8 (B, 3, 32, 32) on the device -> uint8 (B, 3, 32, 32).
+* ``augment(x, generator) -> x``: uint8 (B, 3, 32, 32) on the device -> uint8 (B, 3, 32, 32). The generator
+  is a CPU one for a hook of yours (draw on the CPU, move the draws to x's device).
 * ``train_step(model, optimizer, x, y) -> (loss, n_wrong)``: x float32 (B, 3, 32, 32) normalized, y int64 (B,);
   zero the gradients, forward, cross-entropy, backward, optimizer step; return the batch's mean loss and how
   many of its images were misclassified (numbers, or 0-dim tensors to spare the GPU a sync). Leave the
@@ -22,6 +23,9 @@ Four hooks let a notebook plug a student's functions into the same loop; each de
   loop calls it with the model in eval mode under ``torch.no_grad()``, and sets training mode again after.
 * ``lr_at(iteration, total, base_lr, warmup) -> lr``: the learning rate of iteration 0..total-1; ``warmup`` is
   True while the loop is warming up (only with ``Config.warmup``).
+* ``grad_norms(model) -> {name: norm}``: called right after ``train_step`` at the iterations in
+  ``Config.grad_norms_at``, with the gradients of that step still in ``.grad``; what it returns is recorded
+  in ``History.grad_norms``. Default: the norm of every convolution weight's gradient.
 
 Multi-GPU: run the command line under ``torchrun --nproc_per_node=K -m goingdeeper.train ...``; each rank
 trains on its share of every batch with DistributedDataParallel (nccl on CUDA, gloo on CPU), and only rank 0
@@ -453,12 +457,12 @@ def _batches(n: int, batch: int, epoch: int, seed: int, rank: int, world: int, d
 def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
         augment: Callable[..., torch.Tensor] | None = None, train_step: Callable[..., Any] | None = None,
         evaluate: Callable[..., float] | None = None, lr_at: Callable[[int, int, float, bool], float] | None = None,
-        on_epoch: Callable[[History], Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
+        grad_norms: Callable[[nn.Module], dict[str, float]] | None = None, on_epoch: Callable[[History], Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> History:
     """Train ``config.model`` (or ``model``) on ``data`` with the configuration's recipe; returns its History.
 
     data: the full CIFAR10 (``config.n_train`` / ``n_test`` take class-balanced subsets of it), on any device:
-    it is copied to the training device once. augment / train_step / evaluate / lr_at: the hooks described in
+    it is copied to the training device once. augment / train_step / evaluate / lr_at / grad_norms: the hooks described in
     the module docstring (None: the package's own). on_epoch(history) runs after every epoch (on rank 0).
     device: None picks cuda, mps or cpu. checkpoint_dir: write ``<model>.pt`` there after every epoch (atomically);
     with ``resume=True`` a run continues from it exactly where it stopped (on the CPU: the same weights as an
@@ -478,7 +482,7 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
     if dev.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(config, data, model, augment, train_step, evaluate, lr_at, on_epoch, progress, dev, amp, fmt,
+        return _fit(config, data, model, augment, train_step, evaluate, lr_at, grad_norms, on_epoch, progress, dev, amp, fmt,
                     checkpoint_dir, resume, rank, world)
     finally:
         torch.set_num_threads(old_threads)
@@ -486,7 +490,7 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
 
 def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_fn: Callable[..., Any] | None,
          step_fn: Callable[..., Any] | None, eval_fn: Callable[..., float] | None, lr_fn: Callable[..., float] | None,
-         on_epoch: Callable[[History], Any] | None, progress: bool, dev: torch.device, amp: bool,
+         norms_fn: Callable[[nn.Module], dict[str, float]] | None, on_epoch: Callable[[History], Any] | None, progress: bool, dev: torch.device, amp: bool,
          fmt: torch.memory_format, checkpoint_dir: str | os.PathLike[str] | None, resume: bool, rank: int,
          world: int) -> History:
     from tqdm.auto import tqdm
@@ -533,6 +537,7 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
         runner = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
     if config.compile:
         runner = torch.compile(runner)
+    own_augment = augment_fn is None
     augment_fn = augment_fn or (cifar.augment if config.augment else None)
     step_fn = step_fn or functools.partial(train_step, label_smoothing=config.label_smoothing, amp=amp)
     eval_fn = eval_fn or functools.partial(evaluate, amp=amp, channels_last=fmt == torch.channels_last)
@@ -546,7 +551,8 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
             runner.train()
-            aug_gen = torch.Generator(device=dev if dev.type == "cuda" else "cpu")
+            # The package's augment draws on the GPU itself; a hook of the notebook's gets a CPU generator.
+            aug_gen = torch.Generator(device=dev if dev.type == "cuda" and own_augment else "cpu")
             aug_gen.manual_seed(_epoch_seed(config.seed, epoch, rank + 1))
             loss_acc: Any = 0.0  # sums of what train_step returns: numbers, or tensors on the device (no sync)
             wrong_acc: Any = 0
@@ -568,8 +574,12 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
                 steps += 1
                 seen += len(idx)
                 if iteration in watch:
-                    history.grad_norms.append({"iteration": iteration, "norms": {
-                        name: float(p.grad.norm()) if p.grad is not None else float("nan") for name, p in convs}})
+                    if norms_fn is not None:
+                        norms = {str(k): float(v) for k, v in dict(norms_fn(net)).items()}
+                    else:
+                        norms = {name: float(p.grad.norm()) if p.grad is not None else float("nan")
+                                 for name, p in convs}
+                    history.grad_norms.append({"iteration": iteration, "norms": norms})
                 if warming:
                     w, s = _all_sum([float(wrong), float(len(idx))], dev, world)
                     warm.append((w, s))

@@ -126,10 +126,11 @@ def test_iterations_stop_the_run_inside_an_epoch():
 
 
 def test_the_hooks_are_called_with_what_they_document():
-    seen = {"augment": 0, "train_step": 0, "evaluate": [], "lr_at": 0, "on_epoch": []}
+    seen = {"augment": 0, "train_step": 0, "evaluate": [], "lr_at": 0, "on_epoch": [], "grad_norms": []}
 
     def augment(x, generator):
         assert x.dtype == torch.uint8 and x.shape == (32, 3, 32, 32) and isinstance(generator, torch.Generator)
+        assert generator.device.type == "cpu"  # a hook of the notebook's always gets a CPU generator
         seen["augment"] += 1
         return cifar.augment(x, generator)
 
@@ -153,10 +154,19 @@ def test_the_hooks_are_called_with_what_they_document():
         seen["lr_at"] += 1
         return 0.01
 
-    h = train.fit(tiny_config(), tiny_data(), augment=augment, train_step=train_step, evaluate=evaluate,
-                  lr_at=lr_at, on_epoch=lambda hist: seen["on_epoch"].append(len(hist.records)), progress=False)
-    assert seen == {"augment": 20, "train_step": 20, "evaluate": [50, 100], "lr_at": 20, "on_epoch": [1, 2]}
+    def grad_norms(model):
+        assert all(p.grad is not None for p in model.parameters())  # the step's gradients are still there
+        seen["grad_norms"].append(seen["train_step"])
+        return {"first": 1.5, "last": 2}
+
+    h = train.fit(tiny_config(grad_norms_at=(0, 13)), tiny_data(), augment=augment, train_step=train_step,
+                  evaluate=evaluate, lr_at=lr_at, grad_norms=grad_norms,
+                  on_epoch=lambda hist: seen["on_epoch"].append(len(hist.records)), progress=False)
+    assert seen == {"augment": 20, "train_step": 20, "evaluate": [50, 100], "lr_at": 20, "on_epoch": [1, 2],
+                    "grad_norms": [1, 14]}
     assert h.column("lr") == [0.01, 0.01]
+    assert h.grad_norms == [{"iteration": 0, "norms": {"first": 1.5, "last": 2.0}},
+                            {"iteration": 13, "norms": {"first": 1.5, "last": 2.0}}]
 
 
 def test_a_model_passed_in_is_trained_and_threads_are_restored():
