@@ -30,22 +30,24 @@ class Right:
 
 
 def right_by_assignment() -> dict[str, list[Right]]:
-    from . import batchnorm, computational_graphs, fully_connected, resnet
+    from . import batchnorm, computational_graphs, degradation, fully_connected, resnet
 
     return {
         "01_computational_graphs": computational_graphs.RIGHT,
         "02_fully_connected": fully_connected.RIGHT,
         "03_batchnorm": batchnorm.RIGHT,
         "04_resnet": resnet.RIGHT,
+        "05_degradation": degradation.RIGHT,
     }
 
 
 def by_assignment() -> dict[str, list[Wrong]]:
-    from . import batchnorm, computational_graphs, fully_connected, resnet
+    from . import batchnorm, computational_graphs, degradation, fully_connected, resnet
 
     return {
         "01_computational_graphs": computational_graphs.WRONG,
         "02_fully_connected": fully_connected.WRONG,
         "03_batchnorm": batchnorm.WRONG,
         "04_resnet": resnet.WRONG,
+        "05_degradation": degradation.WRONG,
     }

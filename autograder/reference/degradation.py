@@ -1,0 +1,79 @@
+"""Reference solutions for notebook 05 (training ResNets on CIFAR-10, the degradation problem).
+
+The hidden tests compare with the package's own training pieces (goingdeeper.degradation's checks do
+the same steps themselves); these are the notebook's answers, kept for the course's tests and for
+instructors.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from goingdeeper import cifar
+
+
+def channel_stats(x, chunk=5000):
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W), on the 0..1 scale."""
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros(x.shape[1], dtype=torch.float64)
+    for part in x.split(chunk):
+        v = part.to(torch.float64) / 255
+        total += v.sum(dim=(0, 2, 3))
+        squares += (v * v).sum(dim=(0, 2, 3))
+    n = x.shape[0] * x.shape[2] * x.shape[3]
+    mean = total / n
+    std = (squares / n - mean ** 2).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())
+
+
+def augment(x, generator=None, pad=4):
+    """Pad with `pad` zeros, take a random crop of the original size, flip left-right with probability 1/2."""
+    n, c, h, w = x.shape
+    offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator).to(x.device)
+    flips = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    padded = F.pad(x, (pad, pad, pad, pad))
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols) + offsets[1, :, None]
+    index = (rows[:, :, None] * (w + 2 * pad) + cols[:, None, :]).reshape(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, index).reshape(n, c, h, w)
+
+
+def train_step(model, optimizer, x, y):
+    """One SGD step on a batch. Returns (loss: float, n_wrong: int)."""
+    optimizer.zero_grad()
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    optimizer.step()
+    return loss.item(), int((logits.argmax(1) != y).sum())
+
+
+def evaluate(model, x, y, batch_size=1000):
+    """Error rate (0..1) of model on uint8 images x (N, 3, 32, 32) with labels y (N,)."""
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            logits = model(cifar.normalize(x[i:i + batch_size]))
+            wrong += int((logits.argmax(1) != y[i:i + batch_size]).sum())
+    model.train(was_training)
+    return wrong / len(x)
+
+
+def lr_at(iteration, total, base_lr, warmup=False):
+    """The paper's step schedule for a run of `total` iterations."""
+    if warmup:
+        return base_lr / 10
+    if iteration < round(0.5 * total):
+        return base_lr
+    if iteration < round(0.75 * total):
+        return base_lr / 10
+    return base_lr / 100
+
+
+def conv_grad_norms(model):
+    """{name: ||dL/dW||} for every convolution weight of model, in model order."""
+    return {name: float(p.grad.norm()) for name, p in model.named_parameters() if p.ndim == 4}

@@ -1,0 +1,489 @@
+"""Notebook 05's checks and figures: the degradation experiment on CIFAR-10.
+
+* **Checks** of the student's training pieces against the package's own (:mod:`goingdeeper.train`,
+  :mod:`goingdeeper.cifar`): :func:`check_channel_stats`, :func:`check_augment`, :func:`check_train_step`, :func:`check_evaluate`,
+  :func:`check_lr_at`, :func:`check_grad_norms`. Networks and optimizers that a check hands to the student's
+  function are made beside it (:func:`goingdeeper.checks.beside`), so the same checks work in a notebook and
+  in the grading command.
+* **Figures**: :func:`show_images`, :func:`plot_figure6` (the paper's Figure 6 from our histories),
+  :func:`plot_grad_norms_over_training`, :func:`plot_confusion`.
+* **Results**: :func:`shipped_results` reads the histories shipped with the course (real runs, with their
+  provenance), if any.
+
+Images are uint8 (N, 3, 32, 32), labels int64 (N,).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .checks import CheckFailed, beside, call, expect_array_close, expect_close, expect_true
+
+__all__ = [
+    "RESULTS_DIR",
+    "check_augment",
+    "check_channel_stats",
+    "check_evaluate",
+    "check_grad_norms",
+    "check_lr_at",
+    "check_train_step",
+    "confusion",
+    "notebook_data",
+    "plot_confusion",
+    "plot_figure6",
+    "plot_grad_norms_over_training",
+    "shipped_results",
+    "show_images",
+    "synthetic",
+]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "data"
+STYLE = {"plain20": ("tab:blue", "plain-20"), "plain56": ("tab:red", "plain-56"),
+         "resnet20": ("tab:blue", "ResNet-20"), "resnet56": ("tab:red", "ResNet-56"),
+         "preresnet20": ("tab:green", "pre-act ResNet-20"), "preresnet56": ("tab:purple", "pre-act ResNet-56"),
+         "plain32": ("tab:orange", "plain-32"), "resnet32": ("tab:orange", "ResNet-32"),
+         "plain44": ("tab:brown", "plain-44"), "resnet44": ("tab:brown", "ResNet-44"),
+         "resnet110": ("tab:gray", "ResNet-110"), "preresnet110": ("tab:olive", "pre-act ResNet-110")}
+
+
+# -- data for a quick look without CIFAR-10 ------------------------------------------------------------
+def synthetic(n_train: int = 512, n_test: int = 256, seed: int = 0) -> Any:
+    """A CIFAR-10-shaped stand-in (for runs where the real data is not at hand, such as grading): every class
+    is a coloured blob at its own place on a noisy background, so a network can learn it in a few steps."""
+    import torch
+
+    from .cifar import CIFAR10
+
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> tuple[Any, Any]:
+        y = torch.arange(n) % 10
+        y = y[torch.randperm(n, generator=g)]
+        x = torch.randint(0, 90, (n, 3, 32, 32), generator=g).float()
+        rows, cols = torch.arange(32).view(1, 32, 1), torch.arange(32).view(1, 1, 32)
+        cy, cx = 8 + (y // 5) * 16, 4 + (y % 5) * 6
+        blob = ((rows - cy.view(-1, 1, 1)) ** 2 + (cols - cx.view(-1, 1, 1)) ** 2 < 30).float()
+        colour = torch.stack([(y * 37) % 255, (y * 91) % 255, (y * 151) % 255], 1).float()
+        x = x + blob.unsqueeze(1) * colour.view(-1, 3, 1, 1)
+        return x.clamp(0, 255).to(torch.uint8), y.to(torch.int64)
+
+    train_x, train_y = make(n_train)
+    test_x, test_y = make(n_test)
+    return CIFAR10(train_x, train_y, test_x, test_y)
+
+
+def notebook_data(grading: bool = False) -> Any:
+    """The data notebook 05 trains on: CIFAR-10 (downloaded on first use, see :func:`goingdeeper.cifar.load`).
+
+    ``grading``: the small synthetic stand-in (no download while a notebook is graded). When CIFAR-10 can be
+    neither found nor downloaded, prints what to do and returns the stand-in, so that the exercises still run;
+    the experiment's curves then mean nothing until the real data is there.
+    """
+    from . import cifar
+
+    if grading:
+        return synthetic()
+    try:
+        return cifar.load()
+    except cifar.DataError as exc:
+        print(f"CIFAR-10 is not available: {exc}\n\nUntil it is, this notebook uses a synthetic stand-in of the same "
+              "shape: your exercises run and are checked as usual, but the experiment's curves say nothing about "
+              "CIFAR-10. Rerun this cell once the data is in place.")
+        return synthetic(n_train=2048, n_test=512)
+
+
+# -- checks ------------------------------------------------------------------------------------------------
+def check_channel_stats(channel_stats: Callable[..., Any], x: Any, what: str = "channel_stats") -> None:
+    """``channel_stats(x) -> (mean, std)``: per-channel mean and (population) standard deviation of uint8 images
+    (N, C, H, W) over all images and pixels, on the 0..1 scale; the usual mistakes named."""
+    __tracebackhide__ = True
+    import torch
+
+    v = x.detach().clone().to(torch.float64)  # the expected values first, from a copy
+    c = v.shape[1]
+    per = v.transpose(0, 1).reshape(c, -1)  # (C, N*H*W)
+    mean, std = per.mean(1) / 255, per.std(1, correction=0) / 255
+    sample = per.std(1, correction=1) / 255
+    pooled = torch.full((c,), float(v.std(correction=0)) / 255, dtype=torch.float64)
+    per_image = v.flatten(2).std(2, correction=0).mean(0) / 255
+    wrapped = ((x.detach().clone().to(torch.int64) ** 2) % 256).to(torch.float64).transpose(0, 1).reshape(c, -1)
+    overflow = ((wrapped.mean(1) - per.mean(1) ** 2).clamp(min=0)).sqrt() / 255
+    got = call(channel_stats, x, name=what)
+    expect_true(isinstance(got, (tuple, list)) and len(got) == 2,
+                f"{what} should return a pair (mean, std), each with one number per channel; got "
+                f"{type(got).__name__}.")
+    import numpy as np_
+
+    try:
+        spread = np_.asarray(got[1], dtype=float)
+    except (TypeError, ValueError):
+        spread = np_.zeros(0)  # expect_array_close says what is wrong with it
+    expect_true(not np_.isnan(spread).any(),
+                f"the standard deviation {what} returns is nan: the variance came out negative. In uint8, x * x "
+                "wraps around at 256; and E[x^2] - E[x]^2 in float32 cancels badly. Convert to float64 first.")
+    scale = "Divide by 255: the statistics are on the 0..1 scale that normalize uses."
+    expect_array_close(got[0], mean.numpy(), f"the mean {what} returns", rtol=1e-6, atol=1e-9,
+                       hint="Average every channel over all images and all pixels.",
+                       mistakes=[(mean.numpy() * 255, scale)])
+    expect_array_close(got[1], std.numpy(), f"the standard deviation {what} returns", rtol=1e-6, atol=1e-9,
+                       hint="The standard deviation of each channel over all images and pixels together.",
+                       mistakes=[(std.numpy() * 255, scale),
+                                 (sample.numpy(), "It is the sample standard deviation (divided by n - 1): "
+                                                  "normalization uses the population one (divided by n)."),
+                                 (pooled.numpy(), "It is one standard deviation for all channels together: "
+                                                  "compute it per channel."),
+                                 (per_image.numpy(), "It is the mean of every image's own standard deviation: "
+                                                     "take the deviation over all images and pixels at once."),
+                                 (overflow.numpy(), "The squares overflowed: x * x in uint8 wraps around at 256; "
+                                                    "convert to a float type before squaring.")])
+
+
+def _crops(x: Any, pad: int) -> Any:
+    """Every crop of the zero-padded batch, flipped and not: (2 * (2 pad + 1)^2, N, C, H, W)."""
+    import torch
+
+    n, c, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    crops = [padded[:, :, dy:dy + h, dx:dx + w] for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)]
+    crops = torch.stack(crops)
+    return torch.cat([crops, crops.flip(-1)])
+
+
+def check_augment(augment: Callable[..., Any], x: Any, pad: int, seed: int, what: str = "augment") -> None:
+    """``augment(x, generator, pad)``: uint8, same shape and device; every image a crop of its zero-padded self
+    (flipped or not); offsets drawn per image; about half flipped; the same generator seed, the same result."""
+    __tracebackhide__ = True
+    import torch
+
+    gen = lambda: torch.Generator().manual_seed(seed)  # noqa: E731
+    out = call(augment, x, gen(), pad, name=what)
+    expect_true(isinstance(out, torch.Tensor), f"{what} should return a tensor, not {type(out).__name__}.")
+    expect_true(tuple(out.shape) == tuple(x.shape), f"{what} returns shape {tuple(out.shape)} for images of shape "
+                f"{tuple(x.shape)}: crop back to the original size after padding.")
+    expect_true(out.dtype == torch.uint8, f"{what} returns {out.dtype}: keep the images uint8 (normalizing comes later).")
+    candidates = _crops(x, pad)  # (K, N, C, H, W)
+    match = (candidates == out.unsqueeze(0)).flatten(2).all(2)  # (K, N)
+    found = match.any(0)
+    if not bool(found.all()):
+        bad = int((~found).nonzero()[0])
+        raise CheckFailed(f"image {bad} of {what}'s output is not a crop of the input padded with {pad} zeros on "
+                          "every side, flipped left-right or not: pad with zeros, then take a window of the "
+                          "original size at an offset between 0 and 2 * pad in each direction.")
+    k = match.float().argmax(0)  # the first candidate each image matches
+    side = 2 * pad + 1
+    offsets, flipped = k % (side * side), k >= side * side
+    if len(x) >= 16:
+        expect_true(len(set(offsets.tolist())) > 1, f"every image of {what}'s batch was cropped at the same offset: "
+                    "draw the offsets per image (a tensor of N random offsets), not once for the batch.")
+        share = float(flipped.float().mean())
+        expect_true(0.2 < share < 0.8, f"{what} flipped {share:.0%} of the images: flip each one with "
+                    "probability 1/2.")
+    again = call(augment, x, gen(), pad, name=what)
+    expect_true(torch.equal(out, again), f"{what} gave two different results for generators with the same seed: "
+                "draw every random number from the generator you are given.")
+
+
+def _twins(anchor: Any, depth: int, seed: int) -> tuple[Any, Any]:
+    """A package CIFAR network beside the student's code and a local copy with the same weights."""
+    import torch
+
+    from . import models
+
+    torch.manual_seed(seed)
+    local = models.cifar_net(depth)
+    remote = beside(anchor, models.cifar_net, depth)
+    remote.load_state_dict(local.state_dict())
+    return local, remote
+
+
+def _batch(seed: int, n: int) -> tuple[Any, Any]:
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 32, 32, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def check_train_step(train_step: Callable[..., Any], seed: int, *, depth: int = 8, steps: int = 2,
+                     batch: int = 8) -> None:
+    """Two SGD steps with the student's ``train_step`` against the same steps done here: the returned loss and
+    number of misclassified images, the weights after each step, and the gradients left in ``.grad``."""
+    __tracebackhide__ = True
+    import torch
+    import torch.nn.functional as F
+
+    local, remote = _twins(train_step, depth, seed)
+    local_opt = torch.optim.SGD(local.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    remote_opt = beside(train_step, torch.optim.SGD, remote.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-4)
+    local.train(), remote.train()
+    for step in range(steps):
+        x, y = _batch(seed + step, batch)
+        local_opt.zero_grad()
+        logits = local(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        want_grad = local.conv1.weight.grad.detach().clone()
+        local_opt.step()
+        want_loss, want_wrong = float(loss.detach()), int((logits.argmax(1) != y).sum())
+        got = call(train_step, remote, remote_opt, x, y, name="train_step")
+        expect_true(isinstance(got, (tuple, list)) and len(got) == 2,
+                    "train_step should return (loss, number of misclassified images).")
+        where = f" at step {step + 1}"
+        expect_close(got[0], want_loss, "the loss train_step returns" + where, rtol=1e-4,
+                     hint="The mean cross-entropy of the batch (F.cross_entropy), computed before the step.")
+        expect_close(got[1], want_wrong, "the number of misclassified images" + where, rtol=0, atol=0,
+                     hint="Count the images whose largest logit is not at their label's position.")
+        state = {k: v for k, v in remote.state_dict().items()}
+        grad = remote.conv1.weight.grad
+        expect_true(grad is not None, "after train_step the gradients should still be in .grad: zero them before "
+                                      "backward, not after the step.")
+        if not torch.allclose(grad.detach(), want_grad, rtol=1e-4, atol=1e-6):
+            ratio = float(grad.norm() / want_grad.norm())
+            hint = (" They have piled up over two steps: zero the gradients before every backward."
+                    if step > 0 and abs(ratio - 1) > 0.05 else "")
+            raise CheckFailed(f"the gradients train_step leaves in .grad{where} are wrong.{hint}")
+        for name, value in local.state_dict().items():
+            if not torch.allclose(state[name].float(), value.float(), rtol=1e-4, atol=1e-6):
+                raise CheckFailed(f"after train_step{where}, {name} is not what one SGD step gives: backward, then "
+                                  "optimizer.step(), once per batch.")
+
+
+def check_evaluate(evaluate: Callable[..., Any], seed: int, *, n: int = 50, batch_size: int = 16) -> None:
+    """The student's ``evaluate(model, x, y, batch_size)`` on a network with non-trivial BN statistics: the
+    error rate in inference mode, batch by batch, leaving the model's mode and statistics as they were."""
+    __tracebackhide__ = True
+    import torch
+
+    from . import cifar
+
+    local, remote = _twins(evaluate, 8, seed)
+    local.train()
+    with torch.no_grad():  # move the running statistics away from 0 and 1
+        for i in range(3):
+            local(_batch(seed + 10 + i, 32)[0] * 2 + 1)
+    remote.load_state_dict(local.state_dict())
+    state_before = {k: v.clone() for k, v in local.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+    local.eval()
+    with torch.no_grad():
+        predictions = local(cifar.normalize(x)).argmax(1)
+        y = torch.where(torch.rand(n, generator=g) < 0.5, predictions, torch.randint(0, 10, (n,), generator=g))
+        wrong = predictions != y
+        want = int(wrong.sum()) / n
+        raw = int((local(x.float()).argmax(1) != y).sum()) / n
+        full = n - n % batch_size  # the images in whole batches
+        dropped = int(wrong[:full].sum()) / full if 0 < full < n else None
+    local.train()
+    with torch.no_grad():  # what a forgotten model.eval() gives, batch by batch (this moves local's statistics)
+        train_mode = sum(int((local(cifar.normalize(x[i:i + batch_size])).argmax(1) != y[i:i + batch_size]).sum())
+                         for i in range(0, n, batch_size)) / n
+    remote.train()
+    got = call(evaluate, remote, x, y, batch_size, name="evaluate")
+    hint = ""
+    if got is not None and not isinstance(got, str):
+        value = float(got)
+        if abs(value - train_mode) < 1e-9 and abs(train_mode - want) > 1e-9:
+            hint = "It is the error in training mode: call model.eval() first (BN must use its running statistics)."
+        elif abs(value - raw) < 1e-9 and abs(raw - want) > 1e-9:
+            hint = "It is the error on raw pixels: normalize each batch with cifar.normalize first."
+        elif abs(value - (1 - want)) < 1e-9:
+            hint = "It is the accuracy: return the error, the fraction misclassified."
+        elif dropped is not None and abs(value - dropped) < 1e-9:
+            hint = (f"It is the error on the first {full} images only: the last, smaller batch of "
+                    f"{n - full} images counts too.")
+    expect_close(got, want, f"evaluate's error on {n} images in batches of {batch_size}", rtol=1e-6, atol=1e-9,
+                 hint=hint or "Go through x batch_size images at a time (the last batch is smaller), normalize "
+                              "each batch, count the misclassified images, divide by len(x).")
+    expect_true(remote.training, "evaluate should leave the model in the mode it found it in (training mode here): "
+                                 "remember model.training and call model.train(...) at the end.")
+    after = remote.state_dict()
+    for name, value in state_before.items():
+        if "running" in name and not torch.allclose(after[name].float(), value.float()):
+            raise CheckFailed(f"evaluate changed {name}: a forward pass in training mode updates BN's running "
+                              "statistics; evaluate in eval mode.")
+
+
+def check_lr_at(lr_at: Callable[..., Any], total: int, base_lr: float, where: str = "") -> None:
+    """The paper's step schedule over ``total`` iterations, and base_lr / 10 while warming up."""
+    __tracebackhide__ = True
+    first, second = round(0.5 * total), round(0.75 * total)
+    points = sorted({0, 1, first - 1, first, first + 1, second - 1, second, total - 1})
+    for it in points:
+        want = base_lr if it < first else base_lr / 10 if it < second else base_lr / 100
+        expect_close(call(lr_at, it, total, base_lr, False, name="lr_at"), want,
+                     f"lr_at({it}, {total}, {base_lr}){where}", rtol=1e-9,
+                     hint=f"base_lr until iteration {first} (half of {total}), then divided by 10, and by 10 again "
+                          f"from iteration {second} (three quarters).")
+    expect_close(call(lr_at, 5, total, base_lr, True, name="lr_at"), base_lr / 10,
+                 f"lr_at(5, {total}, {base_lr}, warmup=True){where}", rtol=1e-9,
+                 hint="While warming up (ResNet-110), the rate is base_lr / 10.")
+
+
+def check_grad_norms(conv_grad_norms: Callable[..., Any], seed: int, *, depth: int = 8) -> None:
+    """After a backward pass: ||dL/dW|| for every convolution weight, by name, in the model's order."""
+    __tracebackhide__ = True
+    import torch
+    import torch.nn.functional as F
+
+    local, remote = _twins(conv_grad_norms, depth, seed)
+    x, y = _batch(seed, 8)
+    local.train(), remote.train()
+    F.cross_entropy(local(x), y).backward()
+    F.cross_entropy(remote(x), y).backward()
+    want = {name: float(p.grad.norm()) for name, p in local.named_parameters() if p.ndim == 4}
+    try:
+        got = call(conv_grad_norms, remote, name="conv_grad_norms")
+    except CheckFailed as exc:
+        if "requires_grad=True to a scalar" not in str(exc):
+            raise
+        raise CheckFailed("conv_grad_norms turns a tensor that requires a gradient into a number: that is a weight "
+                          "(or something computed from it), not its gradient. The gradient is in p.grad; take the "
+                          "norm of that, not of the weight itself.") from None
+    expect_true(isinstance(got, dict), f"conv_grad_norms should return a dict {{name: norm}}, not {type(got).__name__}.")
+    missing, extra = [k for k in want if k not in got], [k for k in got if k not in want]
+    expect_true(not missing, f"conv_grad_norms leaves out {', '.join(missing[:4])}: every convolution's weight, "
+                             "by its name in model.named_parameters().")
+    expect_true(not extra, f"conv_grad_norms has {', '.join(map(str, extra[:4]))}, which are not convolution weights "
+                           "(the 4-dimensional parameters).")
+    expect_true(list(got) == list(want), "conv_grad_norms should list the layers in the model's order "
+                                         "(as named_parameters() gives them).")
+    for name, value in want.items():
+        expect_close(got[name], value, f"the gradient norm of {name}", rtol=1e-4,
+                     hint="The Euclidean norm of the weight's whole gradient tensor (not of the weight itself).")
+
+
+# -- results ------------------------------------------------------------------------------------------------
+def shipped_results(preset: str) -> list[Any]:
+    """The histories of preset ``preset`` shipped with the course (real runs, with their provenance), or []."""
+    from .train import load_histories
+
+    path = RESULTS_DIR / f"results_{preset}.json"
+    return load_histories(path) if path.is_file() else []
+
+
+# -- figures --------------------------------------------------------------------------------------------------
+def show_images(x: Any, y: Any, classes: Sequence[str], *, predictions: Any = None, n: int = 24,
+                columns: int = 8, title: str = "") -> Any:
+    """A grid of images with their labels (and predictions: green when right, red when wrong)."""
+    import matplotlib.pyplot as plt
+
+    n = min(n, len(x))
+    rows = (n + columns - 1) // columns
+    fig, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.75 * rows))
+    for i, ax in enumerate(np.atleast_1d(axes).ravel()):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(x[i].permute(1, 2, 0).cpu().numpy())
+        label = classes[int(y[i])]
+        if predictions is None:
+            ax.set_title(label, fontsize=9)
+        else:
+            guess = classes[int(predictions[i])]
+            ax.set_title(guess, fontsize=9, color="tab:green" if guess == label else "tab:red")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_figure6(histories: Sequence[Any], *, title: str = "") -> Any:
+    """The paper's Figure 6 from our runs: plain networks left, residual right; training error thin and dashed,
+    test error bold, against epochs."""
+    import matplotlib.pyplot as plt
+
+    kinds = [k for k in ("plain", "residual") if any(("plain" in h.model) == (k == "plain") for h in histories)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.6), sharey=True, squeeze=False)
+    axes = axes[0]
+    for ax, kind in zip(axes, kinds):
+        for h in histories:
+            if ("plain" in h.model) != (kind == "plain"):
+                continue
+            colour, label = STYLE.get(h.model, ("black", h.model))
+            epochs = [r["epoch"] for r in h.records]
+            ax.plot(epochs, [100 * r["train_error"] for r in h.records], "--", color=colour, lw=1.2,
+                    label=f"{label}, training")
+            ax.plot(epochs, [100 * r["test_error"] for r in h.records], "-", color=colour, lw=2.4,
+                    label=f"{label}, test")
+        ax.set_xlabel("epoch")
+        ax.set_title("plain networks" if kind == "plain" else "residual networks")
+        ax.legend(fontsize=9)
+    axes[0].set_ylabel("error (%)")
+    fig.suptitle(title or "CIFAR-10: training (dashed) and test (bold) error")
+    fig.tight_layout()
+    return fig
+
+
+def plot_grad_norms_over_training(histories: Sequence[Any], models: Sequence[str] = ("plain56", "resnet56")) -> Any:
+    """||dL/dW|| of every convolution layer (first to last) at the recorded iterations, one panel per model."""
+    import matplotlib.pyplot as plt
+
+    chosen = [h for h in histories if h.model in models and h.grad_norms]
+    if not chosen:
+        return None
+    fig, axes = plt.subplots(1, len(chosen), figsize=(6.5 * len(chosen), 4.2), sharey=True)
+    for ax, h in zip(np.atleast_1d(axes), chosen):
+        cmap = plt.get_cmap("viridis")
+        for i, record in enumerate(h.grad_norms):
+            norms = list(record["norms"].values())
+            ax.semilogy(np.arange(1, len(norms) + 1), norms, color=cmap(i / max(len(h.grad_norms) - 1, 1)),
+                        label=f"iteration {record['iteration']}")
+        ax.set_xlabel("convolution layer (1 = next to the input)")
+        ax.set_title(STYLE.get(h.model, (None, h.model))[1])
+        ax.legend(fontsize=8)
+    np.atleast_1d(axes)[0].set_ylabel("||dL/dW||")
+    fig.suptitle("gradient norm of every layer during training")
+    fig.tight_layout()
+    return fig
+
+
+def confusion(model: Any, x: Any, y: Any, batch_size: int = 500) -> np.ndarray:
+    """The 10 x 10 confusion matrix (rows: true class, columns: predicted) of ``model`` in inference mode."""
+    import torch
+
+    from .cifar import normalize
+
+    model.eval()
+    predictions = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            predictions.append(model(normalize(x[i:i + batch_size])).argmax(1).cpu())
+    p = torch.cat(predictions).numpy()
+    matrix = np.zeros((10, 10), dtype=int)
+    np.add.at(matrix, (y.cpu().numpy(), p), 1)
+    return matrix
+
+
+def plot_confusion(matrix: np.ndarray, classes: Sequence[str], title: str = "") -> Any:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.8))
+    shares = matrix / matrix.sum(axis=1, keepdims=True).clip(min=1)
+    ax.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, f"{shares[i, j]:.0%}" if matrix[i, j] else "", ha="center", va="center", fontsize=7,
+                    color="white" if shares[i, j] > 0.5 else "black")
+    ax.set_xticks(range(10), classes, rotation=45, ha="right")
+    ax.set_yticks(range(10), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true class")
+    ax.grid(False)
+    ax.set_title(title or "confusion matrix (share of each true class)")
+    fig.tight_layout()
+    return fig
+
+
+def save_results(histories: Sequence[Any], preset: str) -> Path:
+    """Write histories as the course's shipped results for ``preset`` (what :func:`shipped_results` reads)."""
+    from .train import save_histories
+
+    path = RESULTS_DIR / f"results_{preset}.json"
+    save_histories(list(histories), path)
+    return path
+
+
+__all__ += ["save_results"]
