@@ -2,7 +2,8 @@
 
 In one run on this machine, for every assignment:
 
-* baseline: execute the solution notebook with nbclient (what running it top to bottom costs);
+* baseline: execute the solution notebook with nbclient (what running it top to bottom costs), in grading
+  mode (``NBGRADER_EXECUTION=autograde``, as nbgrader runs it: notebook 05 trains tiny networks then);
 * autograde: ``nbgrader autograde`` of the solution as one student's submission, in a scratch
   course with nbgrader's default configuration (process start, database, hidden tests included).
 
@@ -14,6 +15,7 @@ Prints a table, then the figures as one final JSON line.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -31,9 +33,13 @@ def main() -> None:
         (source,) = sorted((SOLUTIONS / assignment).glob("*.ipynb"))
         with tempfile.TemporaryDirectory() as tmp:
             nb = nbformat.read(source, as_version=4)
-            start = time.perf_counter()
-            NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp}}).execute()
-            execute_s = time.perf_counter() - start
+            os.environ["NBGRADER_EXECUTION"] = "autograde"  # the kernel inherits it: the notebooks' grading mode
+            try:
+                start = time.perf_counter()
+                NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": tmp}}).execute()
+                execute_s = time.perf_counter() - start
+            finally:
+                del os.environ["NBGRADER_EXECUTION"]
 
             course = ScratchCourse(Path(tmp) / "course")
             course.add_source(assignment)

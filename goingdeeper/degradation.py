@@ -394,6 +394,7 @@ def plot_figure6(histories: Sequence[Any], *, title: str = "") -> Any:
     """The paper's Figure 6 from our runs: plain networks left, residual right; training error thin and dashed,
     test error bold, against epochs."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     kinds = [k for k in ("plain", "residual") if any(("plain" in h.model) == (k == "plain") for h in histories)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.6), sharey=True, squeeze=False)
@@ -409,6 +410,7 @@ def plot_figure6(histories: Sequence[Any], *, title: str = "") -> Any:
             ax.plot(epochs, [100 * r["test_error"] for r in h.records], "-", color=colour, lw=2.4,
                     label=f"{label}, test")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title("plain networks" if kind == "plain" else "residual networks")
         ax.legend(fontsize=9)
     axes[0].set_ylabel("error (%)")

@@ -15,6 +15,8 @@ Five hooks let a notebook plug a student's functions into the same loop; each de
 * ``augment(x, generator) -> x``: uint8 (B, 3, 32, 32) on the device -> uint8 (B, 3, 32, 32). The generator
   is a CPU one for a hook of yours (draw on the CPU, move the draws to x's device).
 * ``train_step(model, optimizer, x, y) -> (loss, n_wrong)``: x float32 (B, 3, 32, 32) normalized, y int64 (B,);
+  where bf16 is native (and for ``evaluate`` too), ``model`` runs its forward pass in bf16 autocast and returns
+  float32 logits, so a hook that knows nothing of autocast trains as fast as the package's own;
   zero the gradients, forward, cross-entropy, backward, optimizer step; return the batch's mean loss and how
   many of its images were misclassified (numbers, or 0-dim tensors to spare the GPU a sync). Leave the
   gradients in ``.grad`` (zero them before backward, not after the step): gradient norms are read there.
@@ -282,6 +284,21 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     return wrong.item() / max(len(x), 1)
 
 
+class _AutocastForward(nn.Module):
+    """``model`` with its forward pass in bf16 autocast and float32 logits: what a notebook's ``train_step`` or
+    ``evaluate`` hook (which knows nothing of autocast) is handed where bf16 is native. The backward pass runs
+    outside autocast, as PyTorch recommends; parameters, modes and state are the model's own."""
+
+    def __init__(self, model: nn.Module, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.device_type = device.type
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=torch.bfloat16):
+            return self.model(x).float()
+
+
 # -- history --------------------------------------------------------------------------------------
 @dataclass
 class History:
@@ -538,6 +555,9 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
     if config.compile:
         runner = torch.compile(runner)
     own_augment = augment_fn is None
+    # The package's own hooks handle bf16 themselves; a notebook's get the model with its forward in autocast.
+    step_model = _AutocastForward(runner, dev) if amp and step_fn is not None else runner
+    eval_model = _AutocastForward(net, dev) if amp and eval_fn is not None else net
     augment_fn = augment_fn or (cifar.augment if config.augment else None)
     step_fn = step_fn or functools.partial(train_step, label_smoothing=config.label_smoothing, amp=amp)
     eval_fn = eval_fn or functools.partial(evaluate, amp=amp, channels_last=fmt == torch.channels_last)
@@ -550,7 +570,7 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
     try:
         for epoch in range(start_epoch, epochs):
             t0 = time.perf_counter()
-            runner.train()
+            step_model.train()  # the runner (and the model) too
             # The package's augment draws on the GPU itself; a hook of the notebook's gets a CPU generator.
             aug_gen = torch.Generator(device=dev if dev.type == "cuda" and own_augment else "cpu")
             aug_gen.manual_seed(_epoch_seed(config.seed, epoch, rank + 1))
@@ -568,7 +588,7 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
                 if augment_fn is not None:
                     xb = augment_fn(xb, aug_gen)
                 x = cifar.normalize(xb).contiguous(memory_format=fmt)
-                loss, wrong = step_fn(runner, optimizer, x, data.train_y[idx])
+                loss, wrong = step_fn(step_model, optimizer, x, data.train_y[idx])
                 loss_acc = loss_acc + loss
                 wrong_acc = wrong_acc + wrong
                 steps += 1
@@ -604,11 +624,12 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
             if eval_index is not None and not last:
                 tx, ty = tx[eval_index], ty[eval_index]
             share_x, share_y = tx[rank::world], ty[rank::world]
-            net.eval()
+            eval_model.eval()  # the model too
             with torch.no_grad():
-                error = float(eval_fn(net, share_x, share_y, config.eval_batch_size)) if len(share_y) else 0.0
+                error = float(eval_fn(eval_model, share_x, share_y, config.eval_batch_size)) if len(share_y) else 0.0
             wrong_test, n_test = _all_sum([error * len(share_y), float(len(share_y))], dev, world)
-            runner.train()
+            eval_model.train()
+            step_model.train()
             elapsed += time.perf_counter() - t0
             record = {"epoch": epoch + 1, "iteration": iteration, "lr": lr,
                       "train_loss": loss_sum / max(steps_all, 1), "train_error": wrong_sum / max(seen_all, 1),

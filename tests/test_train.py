@@ -169,6 +169,32 @@ def test_the_hooks_are_called_with_what_they_document():
                             {"iteration": 13, "norms": {"first": 1.5, "last": 2.0}}]
 
 
+def test_hooks_get_the_forward_in_bf16_autocast_when_amp_is_on():
+    seen = {}
+
+    def train_step(model, optimizer, x, y):
+        inner = []
+        handle = model.model.conv1.register_forward_hook(lambda m, i, o: inner.append(o.dtype))
+        optimizer.zero_grad()
+        logits = model(x)
+        handle.remove()
+        seen["dtypes"] = (inner[0], logits.dtype)
+        loss = torch.nn.functional.cross_entropy(logits, y)
+        loss.backward()
+        optimizer.step()
+        return loss.item(), int((logits.argmax(1) != y).sum())
+
+    def evaluate(model, x, y, batch_size):
+        model.eval()
+        seen["eval_logits"] = model(cifar.normalize(x[:4])).dtype
+        return 0.5
+
+    h = train.fit(tiny_config(amp=True, epochs=1), tiny_data(), train_step=train_step, evaluate=evaluate,
+                  progress=False)
+    assert seen == {"dtypes": (torch.bfloat16, torch.float32), "eval_logits": torch.float32}
+    assert h.provenance["amp_bf16"] is True and h.final["test_error"] == 0.5
+
+
 def test_a_model_passed_in_is_trained_and_threads_are_restored():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
     before = net[1].weight.detach().clone()
