@@ -126,8 +126,8 @@ _SPEED_ONLY = ("threads", "compile", "eval_batch_size")
 PRESETS: dict[str, dict[str, Any]] = {
     "quick": {
         "models": ("plain20", "plain56", "resnet20", "resnet56"),
-        # 16,000 images x 5 epochs, one-cycle up to lr 0.3, no augmentation: the best of the recipes tried at
-        # this cost (augmentation only slows learning in 5 epochs; see README.md, Developers).
+        # 16,000 images x 5 epochs, one-cycle up to lr 0.3, no augmentation (it only slows learning in 5 epochs):
+        # the four networks in 11 min on 2 cores with bf16, showing the degradation (README.md, notebook 05).
         "config": dict(epochs=5, n_train=16000, eval_images=2000, batch_size=128, lr=0.3, schedule="onecycle",
                        weight_decay=5e-4, augment=False),
     },
@@ -474,13 +474,14 @@ def _batches(n: int, batch: int, epoch: int, seed: int, rank: int, world: int, d
 def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
         augment: Callable[..., torch.Tensor] | None = None, train_step: Callable[..., Any] | None = None,
         evaluate: Callable[..., float] | None = None, lr_at: Callable[[int, int, float, bool], float] | None = None,
-        grad_norms: Callable[[nn.Module], dict[str, float]] | None = None, on_epoch: Callable[[History], Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
+        grad_norms: Callable[[nn.Module], dict[str, float]] | None = None,
+        on_epoch: Callable[[History], Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> History:
     """Train ``config.model`` (or ``model``) on ``data`` with the configuration's recipe; returns its History.
 
     data: the full CIFAR10 (``config.n_train`` / ``n_test`` take class-balanced subsets of it), on any device:
-    it is copied to the training device once. augment / train_step / evaluate / lr_at / grad_norms: the hooks described in
-    the module docstring (None: the package's own). on_epoch(history) runs after every epoch (on rank 0).
+    it is copied to the training device once. augment / train_step / evaluate / lr_at / grad_norms: the hooks
+    described in the module docstring (None: the package's own). on_epoch(history) runs after every epoch (on rank 0).
     device: None picks cuda, mps or cpu. checkpoint_dir: write ``<model>.pt`` there after every epoch (atomically);
     with ``resume=True`` a run continues from it exactly where it stopped (on the CPU: the same weights as an
     uninterrupted run). Under torchrun (an initialized process group), trains with DistributedDataParallel.
@@ -499,15 +500,16 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
     if dev.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(config, data, model, augment, train_step, evaluate, lr_at, grad_norms, on_epoch, progress, dev, amp, fmt,
-                    checkpoint_dir, resume, rank, world)
+        return _fit(config, data, model, augment, train_step, evaluate, lr_at, grad_norms, on_epoch, progress, dev,
+                    amp, fmt, checkpoint_dir, resume, rank, world)
     finally:
         torch.set_num_threads(old_threads)
 
 
 def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_fn: Callable[..., Any] | None,
          step_fn: Callable[..., Any] | None, eval_fn: Callable[..., float] | None, lr_fn: Callable[..., float] | None,
-         norms_fn: Callable[[nn.Module], dict[str, float]] | None, on_epoch: Callable[[History], Any] | None, progress: bool, dev: torch.device, amp: bool,
+         norms_fn: Callable[[nn.Module], dict[str, float]] | None, on_epoch: Callable[[History], Any] | None,
+         progress: bool, dev: torch.device, amp: bool,
          fmt: torch.memory_format, checkpoint_dir: str | os.PathLike[str] | None, resume: bool, rank: int,
          world: int) -> History:
     from tqdm.auto import tqdm
