@@ -344,6 +344,17 @@ def test_meta_and_half_precision_tensors_travel_by_value():
     assert half.dtype == torch.bfloat16 and half.tolist() == [1.0, 1.0]
 
 
+def test_torch_generators_travel_as_a_copy_of_their_state():
+    g = torch.Generator().manual_seed(5)
+    copy = wire.decode(wire.encode(g, _no_refs), _no_refs)
+    assert isinstance(copy, torch.Generator) and copy is not g
+    assert torch.equal(torch.randint(0, 1000, (8,), generator=copy), torch.randint(0, 1000, (8,), generator=g))
+    with pytest.raises(wire.WireError, match="random generator"):
+        wire.decode({"__torchgen__": wire.encode(np.zeros(3, dtype=np.float64), _no_refs)}, _no_refs)
+    with pytest.raises(wire.WireError, match="random generator"):
+        wire.decode({"__torchgen__": wire.encode(np.zeros(7, dtype=np.uint8), _no_refs)}, _no_refs)
+
+
 def test_large_arrays_go_by_reference_once_the_budget_is_spent():
     refs = []
     big = np.zeros(wire.ARRAY_BUDGET // 8 // 2 + 1)  # over half the budget each

@@ -222,6 +222,10 @@ def encode(obj: Any, make_ref: Callable[[Any], Any], depth: int = 0, budget: _Bu
             return {"__torchdtype__": str(obj).replace("torch.", "")}
         if isinstance(obj, torch.device):
             return {"__device__": str(obj)}
+        if isinstance(obj, torch.Generator) and obj.device.type == "cpu":
+            # By value (its state), so that torch's functions accept it on the other side: a copy, which the
+            # callee may advance without advancing the caller's.
+            return {"__torchgen__": _array(obj.get_state().numpy(), budget)}
     if isinstance(obj, numbers.Integral) and not isinstance(obj, bool):  # a sympy Integer, an int subclass
         try:
             return encode(int(obj), make_ref, depth + 1, budget, coerced, live_parameters)
@@ -289,6 +293,18 @@ def decode(data: Any, resolve_ref: Callable[[dict], Any], depth: int = 0) -> Any
         if not isinstance(dtype, torch.dtype):
             raise WireError("unknown torch dtype")
         return dtype
+    if "__torchgen__" in data:
+        import torch
+
+        state = _decode_array(data["__torchgen__"]) if isinstance(data["__torchgen__"], dict) else None
+        if state is None or state.dtype.str != "|u1" or state.ndim != 1 or state.size > 100_000:
+            raise WireError("malformed random generator")
+        generator = torch.Generator()
+        try:
+            generator.set_state(torch.from_numpy(state.copy()))
+        except (RuntimeError, ValueError):
+            raise WireError("malformed random generator state") from None
+        return generator
     if "__device__" in data:
         import torch
 
