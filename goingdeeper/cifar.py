@@ -59,11 +59,17 @@ class DataError(RuntimeError):
 
 # -- where the data lives -------------------------------------------------------------------------
 def data_dir(root: str | os.PathLike[str] | None = None) -> Path:
-    """The data folder: ``root`` if given, else ``$GOINGDEEPER_DATA``, else ``data/`` beside the package."""
+    """The data folder: ``root`` if given, else ``$GOINGDEEPER_DATA``, else ``data/`` of the checkout the package
+    runs from (the course or its student edition, as ``course.sh`` installs it), else, for a package installed from a
+    wheel (a hub image, say), ``goingdeeper/`` in the user's cache folder (``$XDG_CACHE_HOME`` or ``~/.cache``)."""
     if root is None:
         root = os.environ.get(ENV_VAR) or None
     if root is None:
-        return Path(__file__).resolve().parent.parent / "data"
+        checkout = Path(__file__).resolve().parent.parent
+        if (checkout / "pyproject.toml").is_file():  # the course, or its student edition
+            return checkout / "data"
+        cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+        return Path(cache).expanduser().resolve() / "goingdeeper"
     return Path(root).expanduser().resolve()
 
 

@@ -66,6 +66,13 @@ def test_default_folder_is_data_beside_the_package(no_env):
     assert cifar.data_dir() == ROOT / "data"
 
 
+def test_an_installed_package_keeps_its_data_in_the_users_cache(tmp_path, no_env, monkeypatch):
+    installed = tmp_path / "site-packages" / "goingdeeper" / "cifar.py"  # no pyproject.toml beside the package
+    monkeypatch.setattr(cifar, "__file__", str(installed))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    assert cifar.data_dir() == (tmp_path / "cache" / "goingdeeper").resolve()
+
+
 def test_missing_data_without_download_says_where_and_how(tmp_path, no_env):
     with pytest.raises(cifar.DataError) as err:
         cifar.load(tmp_path / "empty", download=False)
