@@ -2,6 +2,25 @@
 
 from . import Right, Wrong
 
+
+def _looped_augment(padded: str = "F.pad(x, (pad, pad, pad, pad))", out: str = "torch.empty_like(x)",
+                    flip_dim: str = "-1") -> str:
+    """An augment that loops over the images, right but for the line each wrong version below changes."""
+    return f'''
+def augment(x, generator=None, pad=4):
+    n, c, h, w = x.shape
+    padded = {padded}
+    out = {out}
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
+    flips = torch.rand(n, generator=generator) < 0.5
+    for i in range(n):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = padded[i, :, dy:dy + h, dx:dx + w]
+        out[i] = crop.flip({flip_dim}) if flips[i] else crop
+    return out
+'''
+
+
 WRONG = [
     Wrong("channel_stats", "forgets to divide by 255", '''
 def channel_stats(x):
@@ -48,45 +67,14 @@ def augment(x, generator=None, pad=4):
         out[i] = crop.flip(-1) if float(torch.rand(1)) < 0.5 else crop
     return out
 ''', "draw every random number from the generator you are given"),
-    Wrong("augment", "pads by repeating the border instead of with zeros", '''
-def augment(x, generator=None, pad=4):
-    n, c, h, w = x.shape
-    padded = F.pad(x.float(), (pad, pad, pad, pad), mode="replicate").to(torch.uint8)
-    out = torch.empty_like(x)
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    for i in range(n):
-        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
-''', "padded with 4 zeros"),
-    Wrong("augment", "flips upside down instead of left-right", '''
-def augment(x, generator=None, pad=4):
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    out = torch.empty_like(x)
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    for i in range(n):
-        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
-        out[i] = crop.flip(-2) if flips[i] else crop
-    return out
-''', "flipped left-right or not"),
-    Wrong("augment", "returns float images", '''
-def augment(x, generator=None, pad=4):
-    n, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad)).float()
-    out = torch.empty(x.shape)
-    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=generator)
-    flips = torch.rand(n, generator=generator) < 0.5
-    for i in range(n):
-        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
-        crop = padded[i, :, dy:dy + h, dx:dx + w]
-        out[i] = crop.flip(-1) if flips[i] else crop
-    return out
-''', "keep the images uint8"),
+    Wrong("augment", "pads by repeating the border instead of with zeros",
+          _looped_augment(padded='F.pad(x.float(), (pad, pad, pad, pad), mode="replicate").to(torch.uint8)'),
+          "padded with 4 zeros"),
+    Wrong("augment", "flips upside down instead of left-right", _looped_augment(flip_dim="-2"),
+          "flipped left-right or not"),
+    Wrong("augment", "returns float images",
+          _looped_augment(padded="F.pad(x, (pad, pad, pad, pad)).float()", out="torch.empty(x.shape)"),
+          "keep the images uint8"),
     Wrong("train_step", "zeroes the gradients after the step", '''
 def train_step(model, optimizer, x, y):
     logits = model(x)
