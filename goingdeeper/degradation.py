@@ -115,13 +115,11 @@ def check_channel_stats(channel_stats: Callable[..., Any], x: Any, what: str = "
     expect_true(isinstance(got, (tuple, list)) and len(got) == 2,
                 f"{what} should return a pair (mean, std), each with one number per channel; got "
                 f"{type(got).__name__}.")
-    import numpy as np_
-
     try:
-        spread = np_.asarray(got[1], dtype=float)
+        spread = np.asarray(got[1], dtype=float)
     except (TypeError, ValueError):
-        spread = np_.zeros(0)  # expect_array_close says what is wrong with it
-    expect_true(not np_.isnan(spread).any(),
+        spread = np.zeros(0)  # expect_array_close says what is wrong with it
+    expect_true(not np.isnan(spread).any(),
                 f"the standard deviation {what} returns is nan: the variance came out negative. In uint8, x * x "
                 "wraps around at 256; and E[x^2] - E[x]^2 in float32 cancels badly. Convert to float64 first.")
     scale = "Divide by 255: the statistics are on the 0..1 scale that normalize uses."
