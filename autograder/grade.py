@@ -51,8 +51,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from sandbox import boundary  # noqa: E402
-from sandbox.session import CellResult, Result, Session, scan_for_tampering  # noqa: E402,F401
-from sandbox.trusted import Limits, RunnerDied, UidLease, bwrap_available, interpreter_runs_as  # noqa: E402
+from sandbox.session import NOT_GRADED, CellResult, Result, Session, scan_for_tampering  # noqa: E402,F401
+from sandbox.trusted import (Limits, RunnerDied, SandboxSetupError, UidLease, bwrap_available,  # noqa: E402
+                             interpreter_runs_as, preflight)
 
 _HIDDEN = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?### END HIDDEN TESTS[ \t]*\n?", re.S | re.M)
 
@@ -75,6 +76,7 @@ class Task:
     use_bwrap: bool
     drop_uid: bool  # run the student's code under a leased unprivileged user id (root only)
     data: str | None
+    notebook: str = ""  # the assignment's notebook (its stem), whatever the submitted file is called
 
 
 # -- one submission, in a worker -----------------------------------------------------------------
@@ -106,8 +108,11 @@ def _course(task: Task, nb_row) -> tuple[list[boundary.CourseCell], str]:
 def grade_submission(task: Task) -> Result:
     from nbgrader.api import Gradebook
 
-    name = Path(task.path).stem
+    name = task.notebook or Path(task.path).stem
     result = Result(task.student, task.assignment, name)
+    if Path(task.path).stem != name:
+        result.submitted_as = Path(task.path).name
+        result.note(f"graded {Path(task.path).name}, the only notebook in the folder, as {name}.ipynb")
     lines: list[str] = []
 
     def log(line: str) -> None:
@@ -121,7 +126,7 @@ def grade_submission(task: Task) -> Result:
     session = None
     out_dir = Path(task.autograded)
     try:
-        student_cells = boundary.read_submission(Path(task.path))
+        student_cells = boundary.read_submission(Path(task.path), result.notes)
         planned = boundary.plan_cells(student_cells, course, result.notes, without_hidden_tests)
         uid = _LEASE.uid if _LEASE is not None else None
         session = Session(result, task.limits, log, uid=uid, use_bwrap=task.use_bwrap,
@@ -135,14 +140,17 @@ def grade_submission(task: Task) -> Result:
         if result.problems:
             result.status, result.reason = "problems", "; ".join(result.problems)[:1000]
         _write_autograded(task, planned, out_dir)
+    except SandboxSetupError as exc:  # nothing of the submission's doing: never recorded as the student's
+        result.status, result.reason = "grader error", boundary.keep_text(f"the grader's set-up failed: {exc}", 1000)
+        log(f"grader set-up failed: {exc}")
     except boundary.NotGradable as exc:
         result.status, result.reason = "ungradable", f"the submission: {exc}"
         log(f"could not be graded: {exc}")
     except (RunnerDied, TimeoutError) as exc:
         result.status, result.reason = "ungradable", boundary.keep_text(exc, 1000)
         log(f"could not be graded: {exc}")
-    except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch
-        result.status = "ungradable"
+    except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch, nor count as the student's
+        result.status = "grader error"
         result.reason = boundary.keep_text(f"grader error (please report it): {type(exc).__name__}: {exc}", 1000)
         log(traceback.format_exc())
     finally:
@@ -172,7 +180,7 @@ def _write_autograded(task: Task, planned: list[boundary.PlannedCell], out_dir: 
     nb = nbformat.v4.new_notebook(cells=[p.cell for p in planned])
     nb.metadata.update(nbformat.read(task.source, as_version=4).metadata)
     out_dir.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, out_dir / Path(task.path).name)
+    nbformat.write(nb, out_dir / f"{task.notebook or Path(task.path).stem}.ipynb")
     stamp = Path(task.path).parent / "timestamp.txt"
     target = out_dir / "timestamp.txt"
     target.unlink(missing_ok=True)
@@ -194,23 +202,27 @@ def _remove_stale_autograded(out_dir: Path) -> None:
 
 
 # -- the batch ------------------------------------------------------------------------------
-def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done) -> list[Result]:
+def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done, stop=lambda result: False) -> list[Result]:
     """Grade ``tasks`` in a pool of workers; ``done(result, task)`` is called in this process for each.
 
     A worker that dies breaks the pool, and every submission not finished then fails with it. Those
     are graded again, each in a pool of its own: an innocent one is graded, the one whose grading
-    kills its worker is reported ungradable.
+    kills its worker is reported ungradable. When ``stop(result)`` is true (the grader's own set-up
+    failed), submissions not yet started are left alone, and the batch ends with those already running.
     """
     from concurrent.futures.process import BrokenProcessPool
 
     results: list[Result] = []
     rounds = [(list(tasks), workers)]
-    while rounds:
+    stopped = False
+    while rounds and not stopped:
         batch, size = rounds.pop(0)
         with ProcessPoolExecutor(max_workers=min(size, len(batch)), initializer=_init_worker,
                                  initargs=(drop_uid,), mp_context=multiprocessing.get_context("fork")) as pool:
             futures = {pool.submit(grade_submission, t): t for t in batch}
             for future in as_completed(futures):
+                if future.cancelled():
+                    continue
                 task = futures[future]
                 try:
                     result = future.result()
@@ -223,12 +235,17 @@ def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done) -> list[Resu
                     result = _failed(task, f"the grading worker failed: {type(exc).__name__}: {exc}")
                 results.append(result)
                 done(result, task)
+                if stop(result) and not stopped:
+                    stopped = True
+                    for other in futures:
+                        other.cancel()  # those not started yet
     return results
 
 
 def _failed(task: Task, reason: str) -> Result:
     _remove_stale_autograded(Path(task.autograded))
-    return Result(task.student, task.assignment, Path(task.path).stem, "ungradable", boundary.keep_text(reason, 1000))
+    return Result(task.student, task.assignment, task.notebook or Path(task.path).stem, "ungradable",
+                  boundary.keep_text(reason, 1000))
 
 
 def record(db_url: str, result: Result, test_ids: list[str]) -> None:
@@ -239,6 +256,8 @@ def record(db_url: str, result: Result, test_ids: list[str]) -> None:
     """
     from nbgrader.api import Gradebook
 
+    if result.status in NOT_GRADED and result.status != "ungradable":
+        return  # nothing was graded: no submission (missing, misnamed), or the grader failed (kept as it was)
     with Gradebook(db_url) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy warnings
         gb.update_or_create_student(result.student)
@@ -270,26 +289,136 @@ def _is_real_dir(path: Path) -> bool:
         return False
 
 
-def discover(submissions: Path, assignment: str, students: list[str] | None) -> tuple[list[tuple[str, Path]], list[str]]:
-    """(student, notebook) pairs, and what was skipped: links and odd files are never followed."""
-    found, skipped = [], []
+def _listing(folder: Path, limit: int = 6) -> str:
+    try:
+        names = sorted(p.name for p in folder.iterdir())
+    except OSError:
+        return "cannot be listed"
+    if not names:
+        return "is empty"
+    return "holds " + ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+@dataclass
+class Found:
+    """What the submissions folder holds for one student and one assignment."""
+
+    student: str
+    tasks: list[tuple[Path, str]]  # (the file to grade, the notebook it is graded as)
+    rows: list[Result]  # what is not graded, with the reason: missing, misnamed, not a folder
+
+
+def discover(submissions: Path, assignment: str, students: list[str] | None, notebooks: list[str]) -> list[Found]:
+    """Every student folder of ``submissions`` (or those of ``students``), with what it holds for ``assignment``.
+
+    ``notebooks``: the assignment's notebook names (stems). Every student gets either a file to grade
+    or a row that says why not: no folder, no notebook, several notebooks none of which has the
+    name. A folder whose only notebook has another name (``04_resnet (1).ipynb``, as a browser saves a
+    second download) is graded as the assignment's notebook, and the row says so. Links are never
+    followed (``read_submission`` reports a linked notebook as ungradable).
+    """
+    out: list[Found] = []
     if not _is_real_dir(submissions):
-        return found, skipped
-    for student_dir in sorted(submissions.iterdir()):
-        if students and student_dir.name not in students:
+        return out
+    names = sorted(p.name for p in submissions.iterdir())
+    for student in students or names:
+        student_dir = submissions / student
+        found = Found(student, [], [])
+        out.append(found)
+        if not (student_dir.exists() or student_dir.is_symlink()):
+            found.rows += [Result(student, assignment, nb, "missing", f"no folder {student} in {submissions}")
+                           for nb in notebooks]
             continue
         if not _is_real_dir(student_dir):
-            skipped.append(f"{student_dir.name}: not a folder (links are not followed)")
+            found.rows += [Result(student, assignment, nb, "ungradable",
+                                  f"{student} is not a folder (links are not followed)") for nb in notebooks]
             continue
         folder = student_dir / assignment
         if not folder.exists() and not folder.is_symlink():
+            found.rows += [Result(student, assignment, nb, "missing",
+                                  f"no folder {assignment} in {student}'s submissions") for nb in notebooks]
             continue
         if not _is_real_dir(folder):
-            skipped.append(f"{student_dir.name}/{assignment}: not a folder (links are not followed)")
+            found.rows += [Result(student, assignment, nb, "ungradable",
+                                  f"{student}/{assignment} is not a folder (links are not followed)")
+                           for nb in notebooks]
             continue
-        for path in sorted(folder.glob("*.ipynb")):
-            found.append((student_dir.name, path))  # links and odd files: read_submission says why
-    return found, skipped
+        present = sorted(folder.glob("*.ipynb"))
+        others = [p for p in present if p.stem not in notebooks]
+        for nb in notebooks:
+            exact = folder / f"{nb}.ipynb"
+            if exact.exists() or exact.is_symlink():
+                found.tasks.append((exact, nb))
+            elif len(others) == 1 and len(notebooks) == 1:
+                found.tasks.append((others[0], nb))
+            elif not others:
+                found.rows.append(Result(student, assignment, nb, "missing",
+                                         f"no notebook in {student}/{assignment}: the folder {_listing(folder)}"))
+            else:
+                found.rows.append(Result(
+                    student, assignment, nb, "misnamed",
+                    f"no {nb}.ipynb in {student}/{assignment}, and {len(others)} other notebooks "
+                    f"({', '.join(p.name for p in others[:5])}): not graded. Rename the one to grade to "
+                    f"{nb}.ipynb and grade this student again."))
+    return out
+
+
+# -- the whole class, for the report and the CSV ---------------------------------------------------
+def _result_file(folder: Path, student: str) -> Path:
+    from urllib.parse import quote
+
+    return folder / f"{quote(student, safe='')}.json"
+
+
+def save_result(reports: Path, result: Result) -> None:
+    """Keep one student's latest result, so that a later run for other students still reports the class."""
+    folder = reports / "results"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _result_file(folder, result.student)
+    path.with_suffix(".tmp").write_text(json.dumps(asdict(result)), encoding="utf-8")
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def _load_result(path: Path) -> Result | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        cells = [CellResult(**c) for c in data.pop("cells", [])]
+        return Result(**{k: v for k, v in data.items() if k in Result.__dataclass_fields__}, cells=cells)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def class_results(db_url: str, assignment: str, reports: Path, also: list[str]) -> list[Result]:
+    """One row per student of the class for ``assignment``: every student of the gradebook, of ``also`` (the
+    submissions folder) and of earlier runs, with their latest result; graded outside this command
+    (``nbgrader autograde``): their scores from the gradebook; else missing."""
+    from nbgrader.api import Gradebook, MissingEntry
+
+    rows: dict[str, Result] = {}
+    for path in sorted((reports / "results").glob("*.json")) if (reports / "results").is_dir() else []:
+        r = _load_result(path)
+        if r is not None and r.assignment == assignment:
+            rows[r.student] = r
+    with Gradebook(db_url) as gb, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        notebooks = [n.name for n in gb.find_assignment(assignment).notebooks]
+        for student in sorted({s.id for s in gb.students} | set(also)):
+            if student in rows:
+                continue
+            for nb in notebooks:
+                try:
+                    sub = gb.find_submission_notebook(nb, assignment, student)
+                except MissingEntry:
+                    rows[student] = Result(student, assignment, nb, "missing", "no submission")
+                    continue
+                r = Result(student, assignment, nb, "graded")
+                for g in sub.grades:
+                    if g.cell_type == "code":
+                        score = g.score if g.score is not None else 0.0
+                        r.cells.append(CellResult(g.name, float(score), float(g.max_score), score >= g.max_score))
+                r.note("graded outside this command (nbgrader autograde or by hand): scores from the gradebook")
+                rows[student] = r
+    return sorted(rows.values(), key=lambda r: r.student)
 
 
 def _safe_cell(value) -> str:
@@ -302,15 +431,19 @@ def write_csv(path: Path, results: list[Result]) -> None:
     cell_ids = sorted({c.grade_id for r in results for c in r.cells})
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        writer.writerow(["assignment", "student", "notebook", "status", "reason", "score", "max_score", "flags",
-                         "problems", "notes", "seconds", *cell_ids])
+        writer.writerow(["assignment", "student", "notebook", "submitted_as", "status", "reason", "score", "max_score",
+                         "flags", "problems", "notes", "seconds", *cell_ids])
         for r in sorted(results, key=lambda r: (r.assignment, r.student)):
             by_id = {c.grade_id: c.points for c in r.cells}
-            row = [r.assignment, r.student, r.notebook, r.status, r.reason, "" if r.score is None else r.score,
+            row = [r.assignment, r.student, r.notebook, r.submitted_as, r.status, r.reason,
+                   "" if r.score is None else r.score,
                    r.max_score, "; ".join(r.flags), "; ".join(r.problems), "; ".join(r.notes), r.seconds,
-                   *["" if r.status == "ungradable" else by_id.get(g, "") for g in cell_ids]]
+                   *["" if r.score is None else by_id.get(g, "") for g in cell_ids]]
             writer.writerow([v if isinstance(v, (int, float)) else _safe_cell(v) for v in row])
 
+
+SETUP_HELP = ("Check that the course's virtual environment and data folder can be read by every user, that "
+              "bubblewrap works (bwrap --ro-bind / / true), and see the log above; then grade again.")
 
 SANDBOX_HELP = """\
 bubblewrap is not available here, so the notebooks' code would run with your permissions: it could read
@@ -324,7 +457,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("assignment", help="an assignment id (01_computational_graphs) or 'all'")
     parser.add_argument("--course", type=Path, default=HERE.parent, help="course root (default: this repository)")
     parser.add_argument("--submissions", type=Path, help="submissions folder (default: autograder/submitted)")
-    parser.add_argument("--students", help="comma-separated student ids (default: everyone found)")
+    parser.add_argument("--students", help="comma-separated student ids (default: everyone found); the report "
+                        "and the CSV still describe the whole class")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel submissions (default: cores)")
     parser.add_argument("--cell-timeout", type=float, default=Limits.cell_timeout, help="seconds per cell")
     parser.add_argument("--total-timeout", type=float, default=Limits.total_timeout, help="seconds per submission")
@@ -376,69 +510,99 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb,
                     max_processes=args.max_processes, output_kb=args.output_kb)
-    students = args.students.split(",") if args.students else None
+    students = [s for s in args.students.split(",") if s] if args.students else None
     data = boundary.data_dir(root)
-    tasks, test_ids = [], {}
+    tasks: list[Task] = []
+    rows: list[Result] = []  # this run's rows that are not graded: missing, misnamed, not a folder
+    found_students: dict[str, list[str]] = {}
+    test_ids: dict[tuple[str, str], list[str]] = {}
+    with Gradebook(db_url) as gb:
+        notebooks = {a: sorted(n.name for n in gb.find_assignment(a).notebooks) for a in wanted}
+        for a in wanted:
+            for nb in notebooks[a]:
+                test_ids[(a, nb)] = [c.name for c in gb.find_notebook(nb, a).grade_cells if c.cell_type == "code"]
     for a in wanted:
-        found, skipped = discover(submissions, a, students)
-        for line in skipped:
-            print(f"skipping {line}", file=sys.stderr)
-        for student, path in found:
-            source = root / "solutions" / a / path.name
-            if not source.is_file():
-                print(f"skipping {path}: no notebook {path.name} in solutions/{a}", file=sys.stderr)
-                continue
-            tasks.append(Task(student, a, str(path), str(source), db_url,
-                              str(root / "autograder" / "autograded" / student / a),
-                              str(root / "autograder" / "reports" / a / "logs" / f"{student}.log"),
-                              limits, use_bwrap, drop_uid, str(data) if data else None))
-    if not tasks:
+        for found in discover(submissions, a, students, notebooks[a]):
+            found_students.setdefault(a, []).append(found.student)
+            rows += found.rows
+            for path, nb in found.tasks:
+                source = root / "solutions" / a / f"{nb}.ipynb"
+                if not source.is_file():
+                    rows.append(Result(found.student, a, nb, "grader error",
+                                       f"no notebook {nb}.ipynb in solutions/{a}: run `bash course.sh release`"))
+                    continue
+                tasks.append(Task(found.student, a, str(path), str(source), db_url,
+                                  str(root / "autograder" / "autograded" / found.student / a),
+                                  str(root / "autograder" / "reports" / a / "logs" / f"{found.student}.log"),
+                                  limits, use_bwrap, drop_uid, str(data) if data else None, nb))
+    if not tasks and not rows:
         print(f"no submissions for {', '.join(wanted)} under {submissions}", file=sys.stderr)
         return 1
-    with Gradebook(db_url) as gb:
-        for t in tasks:
-            key = (t.assignment, Path(t.path).stem)
-            if key not in test_ids:
-                nb = gb.find_notebook(key[1], key[0])
-                test_ids[key] = [c.name for c in nb.grade_cells if c.cell_type == "code"]
+
+    # The grader's own set-up, tried once before any submission: a failure here is never a student's.
+    if tasks:
+        lease = UidLease() if drop_uid else None
+        try:
+            preflight(limits, uid=lease.uid if lease else None, use_bwrap=use_bwrap, data=data)
+        except SandboxSetupError as exc:
+            print(f"course.sh grade: stopped before grading anything: {exc}. {SETUP_HELP}", file=sys.stderr)
+            return 3
+        finally:
+            if lease is not None:
+                lease.release()
 
     from tqdm import tqdm
 
     _preload()
     started = time.monotonic()
+    setup_failure: list[Result] = []
     with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
         def done(result: Result, task: Task) -> None:
             try:
-                record(db_url, result, test_ids[(task.assignment, Path(task.path).stem)])
+                record(db_url, result, test_ids[(task.assignment, task.notebook)])
             except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
-                result.status = "ungradable"
+                result.status = "grader error"
                 result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
+            if result.status == "grader error" and result.reason.startswith("the grader's set-up failed"):
+                setup_failure.append(result)
             bar.set_postfix_str(f"{result.student[:20]}: {result.status}")
             bar.update()
 
-        results = run_pool(tasks, min(args.workers, len(tasks)), drop_uid, done)
+        results = run_pool(tasks, min(args.workers, max(len(tasks), 1)), drop_uid, done,
+                           stop=lambda r: r.status == "grader error" and r.reason.startswith("the grader's set-up"))
     elapsed = time.monotonic() - started
+    if setup_failure:
+        print(f"course.sh grade: stopped: {setup_failure[0].reason}. No submission was recorded for it. {SETUP_HELP}",
+              file=sys.stderr)
+        return 3
 
     from report import write_report
 
+    errors = 0
     for a in wanted:
-        mine = [r for r in results if r.assignment == a]
-        if not mine:
-            continue
+        mine = [r for r in results + rows if r.assignment == a]
         out = root / "autograder" / "reports" / a
         out.mkdir(parents=True, exist_ok=True)
-        write_csv(out / "grades.csv", mine)
-        write_report(out / "report.html", a, mine)
+        for r in mine:
+            save_result(out, r)
+        whole = class_results(db_url, a, out, found_students.get(a, []))
+        write_csv(out / "grades.csv", whole)
+        write_report(out / "report.html", a, whole)
         (out / "results.json").write_text(json.dumps([asdict(r) | {"score": r.score, "max_score": r.max_score}
-                                                      for r in mine], indent=1), encoding="utf-8")
-        ungradable = [r for r in mine if r.status == "ungradable"]
-        flagged = [r for r in mine if r.flags]
-        print(f"{a}: graded {len(mine) - len(ungradable)} of {len(mine)} submissions"
-              + (f", {len(ungradable)} could not be graded" if ungradable else "")
-              + (f", {len(flagged)} flagged" if flagged else "")
-              + f". Report: {out / 'report.html'}")
-    print(f"{len(results)} submissions in {elapsed:.1f} s with {min(args.workers, len(tasks))} workers")
-    return 0
+                                                      for r in whole], indent=1), encoding="utf-8")
+        count = {k: sum(1 for r in mine if r.status == k) for k in NOT_GRADED}
+        flagged = sum(1 for r in mine if r.flags)
+        errors += count["grader error"]
+        graded = len(mine) - sum(count.values())
+        print(f"{a}: graded {graded} of {len(mine)} students in this run"
+              + "".join(f", {n} {label}" for label, n in (
+                  ("could not be graded", count["ungradable"]), ("missing", count["missing"]),
+                  ("misnamed (not graded)", count["misnamed"]),
+                  ("not graded because the grader failed (see the report)", count["grader error"])) if n)
+              + (f", {flagged} flagged" if flagged else "")
+              + f". The class ({len(whole)} students): {out / 'report.html'}")
+    print(f"{len(results)} submissions in {elapsed:.1f} s with {min(args.workers, max(len(tasks), 1))} workers")
+    return 1 if errors else 0
 
 
 if __name__ == "__main__":

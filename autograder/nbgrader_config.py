@@ -43,4 +43,19 @@ c.Execute.interrupt_on_timeout = True
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import ClearHiddenTests, GetGrades  # noqa: E402
 
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTests, CSSHTMLHeaderPreprocessor]
+
+
+class ClearHiddenTestsOfTestCells(ClearHiddenTests):
+    """Hidden tests are cut from the course's test cells only. A student's answer that happens to contain the
+    marker line (in a comment, a string) is shown as written; nbgrader's own preprocessor would stop the
+    whole feedback run on it ("No end hidden tests statement found")."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        from nbgrader import utils
+
+        if utils.is_grade(cell) and not utils.is_solution(cell):
+            return super().preprocess_cell(cell, resources, cell_index)
+        return cell, resources
+
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTestsOfTestCells, CSSHTMLHeaderPreprocessor]

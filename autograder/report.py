@@ -3,7 +3,9 @@
 For every graded test cell: how many submissions earned its points, and the
 failure messages that fired most often (numbers replaced by '#', so the same
 hint with different values counts once). Then every submission that could
-not be graded or was flagged, with the reason. Plain HTML and CSS, no scripts.
+not be graded, was missing, misnamed or flagged, with the reason. Plain HTML
+and CSS, no scripts. The report describes the whole class: every student the
+gradebook or the submissions folder knows, graded in this run or earlier.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ def exercise_stats(results: list[Any]) -> list[dict]:
         for c in r.cells:
             s = stats.setdefault(c.grade_id, {"id": c.grade_id, "max": c.max_points, "full": 0, "zero": 0,
                                               "ungraded": 0, "messages": Counter()})
-            if r.status == "ungradable":
+            if r.score is None:
                 s["ungraded"] += 1
             elif c.passed:
                 s["full"] += 1
@@ -49,14 +51,18 @@ def exercise_stats(results: list[Any]) -> list[dict]:
 
 def write_report(path: Path, assignment: str, results: list[Any]) -> None:
     e = html.escape
-    graded = [r for r in results if r.status != "ungradable"]
+    graded = [r for r in results if r.score is not None]
     scores = sorted(r.score for r in graded)
     max_score = max((r.max_score for r in results), default=0)
     mean = sum(scores) / len(scores) if scores else 0.0
+    count = Counter(r.status for r in results)
+    others = ", ".join(f"{count[k]} {label}" for k, label in (
+        ("ungradable", "could not be graded"), ("missing", "missing"), ("misnamed", "misnamed (not graded)"),
+        ("grader error", "not graded because the grader failed")) if count[k])
     parts = [f"<!doctype html><meta charset='utf-8'><title>{e(assignment)}: class report</title>",
              f"<style>{CSS}</style><h1>{e(assignment)}: class report</h1>",
-             f"<p>{len(results)} submissions, {len(graded)} graded, "
-             f"{len(results) - len(graded)} could not be graded, {sum(1 for r in results if r.flags)} flagged. "
+             f"<p>{len(results)} students, {len(graded)} graded"
+             + (f", {others}" if others else "") + f", {sum(1 for r in results if r.flags)} flagged. "
              f"Mean score {mean:.2f} / {max_score:g}"
              + (f", median {scores[len(scores) // 2]:g}" if scores else "") + ".</p>",
              "<h2>Exercises</h2><p class='small'>Green: earned the points; red: failed; grey: not graded.</p>",
@@ -73,7 +79,9 @@ def write_report(path: Path, assignment: str, results: list[Any]) -> None:
                  "<th>reason, flags and notes</th><th>seconds</th></tr>")
     for r in sorted(results, key=lambda r: r.student):
         score = "&mdash;" if r.score is None else f"{r.score:g} / {r.max_score:g}"
-        details = [e(r.reason)] if r.reason and r.status == "ungradable" else []
+        details = [e(r.reason)] if r.reason and r.score is None else []
+        if getattr(r, "submitted_as", ""):
+            details.append(e(f"graded the file {r.submitted_as}"))
         details += [e(p) for p in r.problems]
         details += [f"<span class='flag'>flag: {e(f)}</span>" for f in r.flags]
         details += [f"<span class='small'>{e(n)}</span>" for n in r.notes]

@@ -539,3 +539,55 @@ def test_grading_runs_side_by_side_lease_different_user_ids(tmp_path):
     third = UidLease(tmp_path)
     assert third.uid == first.uid
     second.release(), third.release()
+
+
+def test_the_scan_never_imports_or_runs_what_a_submission_names():
+    """A module named only in a submission (``numpy.f2py.__main__`` raises SystemExit when imported) is never
+    imported in the grader's process: the scan reads only what the grader has loaded itself."""
+    before = set(sys.modules)
+    for source in ("import numpy\nif False:\n    numpy.f2py.__main__.x = 1",
+                   "import IPython\nif False:\n    IPython.__main__.x = 1",
+                   "import numpy\nnumpy.this_does_not_exist.either = 2"):
+        assert scan_for_tampering(source) == []
+    new = {m for m in set(sys.modules) - before if not m.startswith(("goingdeeper", "torch", "numpy."))}
+    assert "numpy.f2py.__main__" not in sys.modules and "IPython.__main__" not in sys.modules, new
+
+
+class SlowSandbox(FakeSandbox):
+    """A runner whose every answer comes too late: the test's time ran out."""
+
+    def request(self, msg, timeout, what):
+        from sandbox.trusted import CellTimeout
+
+        self.sent.append(msg)
+        raise CellTimeout(f"{what} ran past the time limit")
+
+
+def test_protocol_lookups_never_see_the_graders_timeouts():
+    """pytest reads __tracebackhide__ from a frame's globals; hasattr and getattr with a default probe
+    attributes. Under load the remote may time out: those lookups see a missing name, and the timeout is
+    kept for the session to report as the cell's result."""
+    from sandbox.trusted import CellTimeout
+
+    remote = Remote(SlowSandbox({}))
+    ns = RemoteGlobals(remote, {"helper": 5})
+    with pytest.raises(KeyError):
+        ns["__tracebackhide__"]
+    assert remote.sandbox.sent == []  # dunder names are never the student's: not even asked
+    with pytest.raises(KeyError):
+        ns["student_function"]
+    assert isinstance(remote.take_failure(), CellTimeout) and remote.take_failure() is None
+    node = Proxy(remote, 1, "m.Node", False)
+    assert not hasattr(node, "data") and getattr(node, "data", 7) == 7
+    assert isinstance(remote.take_failure(), CellTimeout)
+
+
+def test_a_latin1_notebook_is_read_and_the_note_says_so(tmp_path):
+    text = '{"cells": [{"cell_type": "code", "source": "name = \'Jos\u00e9\'"}], "metadata": {}}'
+    (tmp_path / "latin.ipynb").write_bytes(text.encode("latin-1"))
+    notes: list[str] = []
+    cells = boundary.read_submission(tmp_path / "latin.ipynb", notes)
+    assert cells[0]["source"] == "name = 'Jos\u00e9'"
+    assert len(notes) == 1 and "not UTF-8" in notes[0] and "Latin-1" in notes[0]
+    (tmp_path / "utf8.ipynb").write_bytes(text.encode("utf-8"))
+    assert boundary.read_submission(tmp_path / "utf8.ipynb", notes) == cells and len(notes) == 1

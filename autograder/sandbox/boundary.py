@@ -103,11 +103,12 @@ def course_cells(source_nb: Any, gradebook_cells: dict[str, Any], grade_points: 
     return cells
 
 
-def read_submission(path: Path) -> list[dict]:
+def read_submission(path: Path, notes: list[str] | None = None) -> list[dict]:
     """The cells of a submitted notebook, read without following links and without trusting its shape.
 
     Raises NotGradable with the reason when the file is a link, not a regular file, too large,
-    not JSON, or has no list of cells.
+    not JSON, or has no list of cells. A notebook that is not UTF-8 (an editor saved it as Latin-1)
+    is read as Latin-1, and ``notes`` says so.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -122,7 +123,14 @@ def read_submission(path: Path) -> list[dict]:
                               f"{MAX_NOTEBOOK_BYTES // 2**20} MB limit (clear its outputs)")
         raw = f.read(MAX_NOTEBOOK_BYTES + 1)
     try:
-        data = json.loads(raw.decode("utf-8", errors="replace"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        text = raw.decode("latin-1")  # every byte is a character: nothing is lost, and the note says how it was read
+        if notes is not None:
+            notes.append(f"the notebook is not UTF-8 (byte {exc.start} is 0x{raw[exc.start]:02x}): it was read as "
+                         "Latin-1; check the text of its cells (Jupyter saves UTF-8)")
+    try:
+        data = json.loads(text)
     except (ValueError, RecursionError):
         raise NotGradable("the file is not a readable notebook (not JSON)") from None
     cells = data.get("cells") if isinstance(data, dict) else None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
-import importlib
+import inspect
 import io
 import shutil
 import signal
@@ -26,7 +26,7 @@ from typing import Any
 
 from . import boundary
 from .boundary import ANSWER, STUDENT, TEST, PlannedCell
-from .trusted import CellTimeout, Limits, Remote, RemoteGlobals, RunnerDied, Sandbox
+from .trusted import CellTimeout, Limits, Remote, RemoteGlobals, RunnerDied, Sandbox, SandboxSetupError
 
 MAX_RESTARTS = 3
 
@@ -40,13 +40,20 @@ class CellResult:
     message: str = ""
 
 
+# A row without a score: the submission could not be graded (its own fault: the reason says why), there was
+# none, it was not found under the notebook's name (and not graded), or the grader itself failed (never
+# recorded as the student's: the gradebook keeps what it had).
+NOT_GRADED = ("ungradable", "missing", "misnamed", "grader error")
+
+
 @dataclass
 class Result:
     student: str
     assignment: str
     notebook: str
-    status: str = "graded"  # graded | problems | ungradable
+    status: str = "graded"  # graded | problems | ungradable | missing | misnamed | grader error (see NOT_GRADED)
     reason: str = ""
+    submitted_as: str = ""  # the file that was graded, when its name is not the assignment's notebook
     cells: list[CellResult] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)  # attempts to tamper with grading
     problems: list[str] = field(default_factory=list)  # timeouts and crashes while grading
@@ -56,7 +63,7 @@ class Result:
 
     @property
     def score(self) -> float | None:
-        return None if self.status == "ungradable" else sum(c.points for c in self.cells)
+        return None if self.status in NOT_GRADED else sum(c.points for c in self.cells)
 
     @property
     def max_score(self) -> float:
@@ -81,22 +88,45 @@ SUSPICIOUS_CALLS = {"set_custom_exc": "installs an IPython exception handler",
 FRAME_ATTRIBUTES = {"f_back", "f_globals", "f_locals", "tb_frame", "gi_frame", "cr_frame"}
 
 
+# The course's own modules, loaded once by the scan (a fixed list: never a name a submission chose), so that
+# what it finds does not depend on what the grading process happened to import before.
+COURSE_MODULES = ("numpy", "torch", "torch.nn", "torch.nn.functional", "goingdeeper", "goingdeeper.checks",
+                  "goingdeeper.scalar", "goingdeeper.fc", "goingdeeper.bn", "goingdeeper.resnet", "goingdeeper.models",
+                  "goingdeeper.degradation", "goingdeeper.cifar", "goingdeeper.train", "goingdeeper.plotting",
+                  "goingdeeper.grading")
+_loaded = False
+
+
+def _load_course_modules() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for module in COURSE_MODULES:
+            with contextlib.suppress(Exception):
+                __import__(module)
+
+
 def _resolve_dotted(name: str) -> Any:
-    """The object ``name`` ('numpy.linalg.norm') stands for in the grader's own modules, or None."""
+    """The object ``name`` ('numpy.linalg.norm') stands for among the modules the grader has loaded, or None.
+
+    Nothing is imported and no code runs: only modules already in ``sys.modules`` are read, and their
+    attributes through ``inspect.getattr_static`` (no module ``__getattr__``, no descriptors). A name
+    the submission makes up (``numpy.f2py.__main__``) is not looked for by importing it, which would run
+    that module here, in the grader's own process.
+    """
     parts = name.split(".")
     if parts[0] not in WATCHED_MODULES:
         return None
+    _load_course_modules()
     for cut in range(len(parts), 0, -1):
         module = sys.modules.get(".".join(parts[:cut]))
         if module is None:
-            try:
-                module = importlib.import_module(".".join(parts[:cut]))
-            except Exception:  # noqa: BLE001 - not a module (or not one the grader can import)
-                continue
+            continue
         obj: Any = module
         for part in parts[cut:]:
-            obj = getattr(obj, part, None)
-            if obj is None:
+            try:
+                obj = inspect.getattr_static(obj, part)
+            except AttributeError:
                 return None
         return obj
     return None
@@ -284,7 +314,7 @@ class Session:
                 reply = self.sandbox.request({"op": "run", "source": source}, self.cell_budget(), "replaying a cell")
                 if reply.get("timed_out"):
                     self.executed.remove(source)
-        except (RunnerDied, TimeoutError) as exc:
+        except (RunnerDied, TimeoutError, SandboxSetupError) as exc:  # the submission's code has run by now
             self.log(f"replay failed: {exc}")
             return self.restart(str(exc))
         return True
@@ -340,10 +370,18 @@ class Session:
         student_warnings: list[str] = []
         try:
             code = compile(cell.source, f"<test cell {gid}>", "exec")
+            self.remote.take_failure()
             with contextlib.redirect_stdout(out), warnings.catch_warnings(record=True) as caught, \
                     self.alarm.limit(budget + 1.0):
                 warnings.simplefilter("always")
-                exec(code, namespace)  # noqa: S102 - our own test code
+                try:
+                    exec(code, namespace)  # noqa: S102 - our own test code
+                finally:
+                    # A name the test looked up could not be fetched (time out, process ended): that, not
+                    # the NameError (or a pass) the lookup turned into, is this cell's result.
+                    failure = self.remote.take_failure()
+                    if failure is not None:
+                        raise failure
             passed = True
             student_warnings = [f"{w.category.__name__}: {w.message}" for w in caught if w.filename == "<student's code>"]
         except RunnerDied as exc:

@@ -70,6 +70,12 @@ class CellTimeout(BaseException):
     """
 
 
+class SandboxSetupError(Exception):
+    """The grader's own set-up failed (the sandbox cannot start Python, cannot see the course's packages
+    or data): nothing of a submission's doing, so no submission is recorded for it. The message says what
+    failed and what to do."""
+
+
 class RemoteError(Exception):
     """An exception raised by the student's code (type name and message only)."""
 
@@ -196,6 +202,46 @@ def interpreter_runs_as(uid: int) -> bool:
         return False
 
 
+PREFLIGHT = """
+import importlib, os, sys
+missing = []
+for name in ("numpy", "torch", "nbformat", "goingdeeper"):
+    try:
+        importlib.import_module(name)
+    except Exception as exc:
+        missing.append(f"{name} ({type(exc).__name__}: {exc})")
+data = os.environ.get("GOINGDEEPER_DATA")
+if data and not os.path.isdir(data):
+    missing.append(f"the data folder {data}")
+if missing:
+    raise RuntimeError("cannot import or see " + "; ".join(missing))
+"""
+
+
+def preflight(limits: Limits, *, uid: int | None, use_bwrap: bool, data: Path | None) -> None:
+    """Start one sandbox as a submission's would start, with nothing of any submission in it, and check that
+    it runs Python with the course's packages and sees the data folder. Raises SandboxSetupError."""
+    import tempfile
+
+    scratch = Path(tempfile.mkdtemp(prefix="gd-preflight-"))
+    try:
+        sandbox = Sandbox(scratch, limits, uid=uid, use_bwrap=use_bwrap, data=data)
+        try:
+            sandbox.start(time.monotonic() + 180)
+            reply = sandbox.request({"op": "run", "source": PREFLIGHT}, 180, "checking the sandbox")
+        except RunnerDied as exc:
+            raise SandboxSetupError(f"the sandbox's Python stopped while importing the course's packages ({exc})"
+                                    ) from None
+        finally:
+            sandbox.kill()
+        error = reply.get("error")
+        if isinstance(error, dict) or reply.get("timed_out"):
+            detail = boundary.keep_text(error.get("evalue", "") if isinstance(error, dict) else "it timed out", 400)
+            raise SandboxSetupError(f"the sandbox's Python {detail}")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # -- the sandboxed process --------------------------------------------------------------------------
 @dataclass
 class Sandbox:
@@ -243,15 +289,21 @@ class Sandbox:
         for name in boundary.ETC_FILES:
             if os.path.exists(f"/etc/{name}"):
                 cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+        # The sandbox's own /tmp (a size-limited tmpfs) comes first, and the read-only binds after it, so that
+        # a course, a virtual environment or a data folder that lives under /tmp stays visible on top of it.
+        cmd += ["--dev", "/dev", "--proc", "/proc",
+                "--size", str(self.limits.tmp_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp"]
         binds = [*boundary.python_paths(ROOT / "goingdeeper"), *([self.data] if self.data is not None else [])]
+        for path in binds:
+            if path == Path(boundary.SANDBOX_ROOT) or Path(boundary.SANDBOX_ROOT) in path.parents:
+                raise SandboxSetupError(f"{path} lies inside {boundary.SANDBOX_ROOT}, the folder the sandbox keeps "
+                                        "for the submission: move the course, its venv or its data elsewhere")
         # bubblewrap makes missing parent folders private (0700): make them traversable for the student's id.
         for parent in sorted({a for p in binds for a in p.parents if a != Path("/")}, key=lambda a: len(a.parts)):
             cmd += ["--perms", "0755", "--dir", str(parent)]
         for path in binds:
             cmd += ["--ro-bind", str(path), str(path)]
-        cmd += ["--dev", "/dev", "--proc", "/proc",
-                "--size", str(self.limits.tmp_mb * 1024 * 1024), "--perms", "1777", "--tmpfs", "/tmp",
-                "--bind", str(self.scratch), boundary.SANDBOX_ROOT, "--chdir", f"{boundary.SANDBOX_ROOT}/work", "--"]
+        cmd += ["--bind", str(self.scratch), boundary.SANDBOX_ROOT, "--chdir", f"{boundary.SANDBOX_ROOT}/work", "--"]
         if self.uid is not None:
             cmd += [shutil.which("setpriv") or "setpriv", f"--reuid={self.uid}", f"--regid={self.uid}",
                     "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"]
@@ -288,9 +340,18 @@ class Sandbox:
         child.close()
         self.sock = parent
         self._drain_output_in_background()
-        hello = self._recv(min(deadline, time.monotonic() + 120), "starting the notebook's process")
+        # Nothing of the submission has run yet: a process that does not start is the grader's failure.
+        try:
+            hello = self._recv(min(deadline, time.monotonic() + 120), "starting the notebook's process")
+        except (RunnerDied, TimeoutError) as exc:
+            time.sleep(0.2)  # let the drain thread read what the sandbox said
+            said = bytes(self.output).decode("utf-8", "replace").strip().splitlines()
+            self.kill()
+            raise SandboxSetupError(f"the sandbox could not start the grader's Python ({exc})"
+                                    + (f": {said[-1][:300]}" if said else "")) from None
         if "hello" not in hello:
-            raise RunnerDied("the notebook's process did not start properly")
+            self.kill()
+            raise SandboxSetupError("the sandbox's Python did not start the grader's runner properly")
         self.runner_pid = self._find_runner_pid()
 
     def _drain_output_in_background(self) -> None:
@@ -481,7 +542,21 @@ class Remote:
         self.lent: list[Any] = []
         self.to_free: list[int] = []
         self.stderr: list[str] = []  # what the student's code wrote to stderr during the current test
+        # A name or attribute lookup that could not be answered (the test's time ran out, the process
+        # ended). The lookup itself raises KeyError or AttributeError, so that whoever asked through
+        # Python's protocols (pytest reading __tracebackhide__ from a frame's globals, hasattr, getattr
+        # with a default) sees a missing name, never the grader's exceptions; the session then raises
+        # this failure as the test cell's result.
+        self.failure: BaseException | None = None
         sandbox.on_callback = self._answer_callback
+
+    def keep_failure(self, exc: BaseException) -> None:
+        if self.failure is None:
+            self.failure = exc
+
+    def take_failure(self) -> BaseException | None:
+        failure, self.failure = self.failure, None
+        return failure
 
     def _answer_callback(self, msg: dict) -> dict:
         try:
@@ -635,7 +710,11 @@ class Proxy:
         key = (object.__getattribute__(self, "_ref"), name)
         if key in remote.attributes:
             return remote.attributes[key]
-        value = self._ask("getattr", f"reading .{name}", name=name)
+        try:
+            value = self._ask("getattr", f"reading .{name}", name=name)
+        except (CellTimeout, RunnerDied, TimeoutError) as exc:
+            remote.keep_failure(exc)  # hasattr() and getattr(..., default) see a missing attribute
+            raise AttributeError(name) from None
         remote.attributes[key] = value
         return value
 
@@ -814,9 +893,12 @@ class RemoteGlobals(dict):
         self.remote = remote
 
     def __missing__(self, name: str) -> Any:
-        if hasattr(builtins, name):
-            raise KeyError(name)  # the interpreter falls back to the real builtins
+        if not isinstance(name, str) or hasattr(builtins, name) or (name.startswith("__") and name.endswith("__")):
+            raise KeyError(name)  # builtins: the interpreter falls back to them; dunders are never the student's
         try:
             return self.remote.lookup(name)
         except NameError:
+            raise KeyError(name) from None
+        except (CellTimeout, RunnerDied, TimeoutError) as exc:
+            self.remote.keep_failure(exc)
             raise KeyError(name) from None
