@@ -611,8 +611,9 @@ RESNET = "04_resnet"
 RESNET_FULL = 24.0  # residual_blanks 1, residual_wrapper 2, conv_cost 2, lecture_1x1 1, shortcut_a 1, basic_block 3,
 # bottleneck 3, preact_block 2, imagenet_family 3, imagenet_macs 2, cifar_family 2, block_grad_norms 2
 
-# Replays the outputs the visible test expects (the package holds them) and forces the input's gradient with a
-# hook: the visible test passes, the hidden tests' fresh blocks do not.
+# Replays the outputs the visible test expects and forces the input's gradient with a hook. The package holds
+# only the cases' inputs; their outputs come from the course's reference, which the student's process cannot
+# load (resnet.expected gives None there): the block returns zeros, and fails the visible and hidden tests.
 REPLAY = """
 class BasicBlock(nn.Module):
     expansion = 1
@@ -631,11 +632,12 @@ class BasicBlock(nn.Module):
 
     def forward(self, x):
         for case in resnet.load_cases().values():
-            if case.x.shape == x.shape and torch.allclose(case.x, x.detach()):
+            want = resnet.expected(case) if case.kind == "block" else None
+            if want is not None and case.x.shape == x.shape and torch.allclose(case.x, x.detach()):
                 if x.requires_grad:
-                    x.register_hook(lambda g, dx=case.dx: dx.clone())
-                out = case.out if self.training else case.out_eval
-                return out.clone() + 0 * x.sum()
+                    x.register_hook(lambda g, dx=want["dx"]: dx.float().clone())
+                out = want["out"] if self.training else want["out_eval"]
+                return out.float().clone() + 0 * x.sum()
         return torch.zeros(x.shape[0], self.conv1.out_channels, (x.shape[2] + 1) // self.conv1.stride[0],
                            (x.shape[3] + 1) // self.conv1.stride[0]) + 0 * x.sum()
 """
