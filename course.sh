@@ -19,12 +19,14 @@
 #   bash course.sh grade A|all    grade submissions: parallel, sandboxed, tamper-resistant, with a report
 #
 # The virtual environment lives in .venv/ (override with GOINGDEEPER_VENV) and is
-# reused; it is reinstalled only when requirements.txt or pyproject.toml change.
+# reused; it is reinstalled only when requirements.txt or pyproject.toml change, and
+# rebuilt when an interrupted setup left it incomplete.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 VENV="${GOINGDEEPER_VENV:-$ROOT/.venv}"
-STAMP="$VENV/.goingdeeper-installed"
+STAMP="$VENV/.goingdeeper-installed"   # written only once an installation has finished
+MADE="$VENV/.goingdeeper-created"       # written when course.sh has made the virtual environment
 # The student edition (bash course.sh student-edition) carries this file, and no solutions/ or autograder/.
 STUDENT_EDITION=0
 [[ -f "$ROOT/.student-edition" ]] && STUDENT_EDITION=1
@@ -57,18 +59,59 @@ make_exchange() {
   fi
 }
 
+venv_problem() {
+  # Why $VENV cannot be installed into as it is (one phrase), or nothing when it can.
+  if [[ ! -e "$VENV/bin/python" ]]; then
+    echo "it has no python"
+  elif ! "$VENV/bin/python" -c '' >/dev/null 2>&1; then
+    echo "its python does not run"
+  elif ! "$VENV/bin/python" -c 'import pip' >/dev/null 2>&1; then
+    echo "it has no pip"
+  elif [[ -f "$MADE" && ! -f "$STAMP" ]]; then
+    echo "its first installation did not finish"
+  fi
+}
+
+not_a_venv() {
+  # $1: why $VENV cannot be used. Never delete a folder that is not a virtual environment: refuse.
+  if [[ -n "${GOINGDEEPER_VENV:-}" ]]; then
+    die "GOINGDEEPER_VENV points at '$VENV', which is not a virtual environment (it has no pyvenv.cfg) and $1. Point GOINGDEEPER_VENV at a virtual environment (or a conda environment) with Python 3.11, or at a folder that does not exist yet (setup creates it there); course.sh deletes nothing that is not a virtual environment."
+  fi
+  die "'$VENV' is not a virtual environment (it has no pyvenv.cfg) and $1. Move it out of the way (course.sh deletes nothing that is not a virtual environment), or point GOINGDEEPER_VENV at another folder."
+}
+
 setup() {
   make_exchange
-  local want
+  local want py problem here rebuild=0
   want="$(cat "$ROOT/requirements.txt" "$ROOT/pyproject.toml" | cksum)"
-  if [[ -x "$VENV/bin/python" && -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
+  if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]] && "$VENV/bin/python" -c '' >/dev/null 2>&1; then
     return 0
   fi
-  if [[ ! -x "$VENV/bin/python" ]]; then
-    local py
+  if [[ -e "$VENV" && ! -d "$VENV" ]]; then
+    not_a_venv "it is not a folder"
+  fi
+  if [[ -d "$VENV" && -n "$(ls -A "$VENV")" ]]; then
+    problem="$(venv_problem)"
+    if [[ -n "$problem" ]]; then
+      [[ -f "$VENV/pyvenv.cfg" ]] || not_a_venv "$problem"
+      here="$(cd "$VENV" && pwd -P)"
+      if [[ "$here" == / || "$here" == "$(cd "$ROOT" && pwd -P)" || "$here" == "$(cd ~ 2>/dev/null && pwd -P)" ]]; then
+        die "'$VENV' holds a virtual environment that $problem, but it is also $ROOT, your home or /: course.sh will not rebuild it there. Point GOINGDEEPER_VENV at another folder."
+      fi
+      rebuild=1
+    fi
+  fi
+  if [[ ! -d "$VENV" || -z "$(ls -A "$VENV")" || "$rebuild" == 1 ]]; then
     py="$(find_python)" || die "Python 3.11 is needed (the course pins torch==2.13.0 for it). Install it, or point PYTHON=/path/to/python3.11 at one."
-    echo "course.sh: creating the virtual environment $VENV with $py"
-    "$py" -m venv "$VENV" || die "could not create $VENV (on Debian/Ubuntu: apt install python3.11-venv)"
+    if [[ "$rebuild" == 1 ]]; then
+      echo "course.sh: the virtual environment $VENV is incomplete (an earlier setup was interrupted?); rebuilding it"
+      # --clear: venv empties the folder (it holds pyvenv.cfg: a virtual environment) and makes it anew.
+      "$py" -m venv --clear "$VENV" || die "could not rebuild $VENV (on Debian/Ubuntu: apt install python3.11-venv)"
+    else
+      echo "course.sh: creating the virtual environment $VENV with $py"
+      "$py" -m venv "$VENV" || die "could not create $VENV (on Debian/Ubuntu: apt install python3.11-venv)"
+    fi
+    : > "$MADE"
   fi
   echo "course.sh: installing the pinned packages into $VENV (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip

@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import urllib.error
@@ -50,6 +51,58 @@ def test_course_sh_help_and_unknown_command(root):
     assert gone.returncode != 0 and "bash course.sh site" in gone.stderr
     bad = subprocess.run(["bash", str(root / "course.sh"), "labb"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown command 'labb'" in bad.stderr and "bash course.sh help" in bad.stderr
+
+
+def _setup(root: Path, venv: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``GOINGDEEPER_VENV=venv bash course.sh setup``, as from a plain shell."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    return subprocess.run(["bash", str(root / "course.sh"), "setup"], capture_output=True, text=True,
+                          env={**env, "GOINGDEEPER_VENV": str(venv)}, timeout=timeout)
+
+
+def test_setup_rebuilds_a_venv_an_interrupted_setup_left_without_pip(root, tmp_path):
+    """A setup killed during `python -m venv` leaves a venv without pip: the next setup says so and rebuilds it.
+
+    A real installation (about a minute from a local wheel cache), into a path with spaces.
+    """
+    venv = tmp_path / "a venv with spaces"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv / "left-over").write_text("from the interrupted setup")
+    try:
+        out = _setup(root, venv)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert (f"course.sh: the virtual environment {venv} is incomplete (an earlier setup was interrupted?); "
+                "rebuilding it") in out.stdout, out.stdout
+        assert not (venv / "left-over").exists(), "the venv was not rebuilt"
+        python = venv / "bin" / "python"
+        check = subprocess.run([str(python), "-c", "import torch, nbgrader, goingdeeper; print(torch.__version__)"],
+                               capture_output=True, text=True)
+        assert check.returncode == 0 and check.stdout.startswith("2.13.0"), check.stdout + check.stderr
+        assert subprocess.run([str(python), "-m", "pip", "--version"], capture_output=True).returncode == 0
+        stamp = (venv / ".goingdeeper-installed").read_text()
+        assert stamp == subprocess.run("cat requirements.txt pyproject.toml | cksum", shell=True, cwd=root,
+                                       capture_output=True, text=True).stdout
+        again = _setup(root, venv, timeout=60)  # complete now: reused as it is
+        assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
+    finally:
+        shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB
+
+
+@pytest.mark.parametrize("what", ["folder", "file"])
+def test_setup_refuses_a_venv_setting_that_is_not_a_venv_and_deletes_nothing(root, tmp_path, what):
+    """GOINGDEEPER_VENV at a folder of other things (or a file) is refused with a clear message, left as it was."""
+    target = tmp_path / "my notes"
+    if what == "folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("precious")
+    else:
+        target.write_text("precious")
+    out = _setup(root, target, timeout=60)
+    assert out.returncode != 0
+    assert f"GOINGDEEPER_VENV points at '{target}', which is not a virtual environment" in out.stderr, out.stderr
+    assert "deletes nothing that is not a virtual environment" in out.stderr
+    assert "creating" not in out.stdout and "installing" not in out.stdout, out.stdout
+    assert (target / "thesis.tex" if what == "folder" else target).read_text() == "precious"
 
 
 def test_ci_runs_the_readme_test_command(root):
