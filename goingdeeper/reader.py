@@ -13,7 +13,9 @@ For every assignment, in lecture order, the solution notebook of ``solutions/`` 
    from the PyPI package ``jupyter-server-mathjax``; HTML-CSS output with its STIX web fonts).
 
 ``DIR/index.html`` (default ``build/site/``) lists the notebooks with the first paragraph of each. The
-site opens from disk (``file://``) with the network off.
+site opens from disk (``file://``) with the network off. A notebook that fails does not stop the build:
+the other pages are built, the index lists the failed ones as not built (each with its reason), and the
+command says which failed and why, and exits with status 1.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ from typing import Iterable
 
 import nbformat
 
-from .course import ROOT, SOLUTIONS, assignments
+from .course import ROOT, SOLUTIONS
 from .editions import NotebookInfo, notebook_info, source_version
 
 __all__ = [
     "DEFAULT_TIMEOUT",
     "BuildError",
+    "SiteIncomplete",
     "build_site",
     "copy_mathjax",
     "execute_notebook",
@@ -66,7 +69,30 @@ class Page:
 
 
 class BuildError(RuntimeError):
-    """A notebook failed or ran out of time while the site was built."""
+    """A notebook failed or ran out of time while the site was built.
+
+    ``reason`` says what went wrong in one line (the index lists a page that was not built with it);
+    the message adds the details (the failing cell and its traceback).
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or (message.strip().splitlines() or ["failed"])[0]
+
+
+class SiteIncomplete(BuildError):
+    """Some notebooks failed: the site holds every other page, and an index that lists the failed ones.
+
+    ``failed`` maps each failed assignment to its one-line reason; ``index`` is the index page written.
+    """
+
+    def __init__(self, failed: dict[str, str], built: int, index: Path) -> None:
+        self.failed = dict(failed)
+        self.index = index
+        lines = [f"{len(failed)} of {built + len(failed)} notebooks failed and have no page "
+                 f"(the other pages and the index {index} were built):"]
+        lines += [f"  {assignment}: {reason}" for assignment, reason in failed.items()]
+        super().__init__("\n".join(lines), reason=f"{len(failed)} notebook(s) failed: {', '.join(failed)}")
 
 
 def reader_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -121,11 +147,29 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool = F
     except CellTimeoutError as exc:
         raise BuildError(
             f"{name} ran past its timeout of {timeout:g} s: give it more with --timeout SECONDS, or build "
-            f"with --fast (long runs shrink as when nbgrader grades).\n{exc}"
+            f"with --fast (long runs shrink as when nbgrader grades).\n{exc}",
+            reason=f"ran past its timeout of {timeout:g} s{_where(nb, client)}",
         ) from None
     except CellExecutionError as exc:
-        raise BuildError(f"{name} failed while the site was built:\n{exc}") from None
+        error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", "") else str(exc).strip().splitlines()[-1]
+        raise BuildError(f"{name} failed while the site was built:\n{exc}",
+                         reason=f"{_one_line(error)}{_where(nb, client)}") from None
     return nb
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _where(nb: nbformat.NotebookNode, client) -> str:
+    """' (code cell N)': the cell that failed or was running, counting the notebook's code cells from 1."""
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    for number, cell in enumerate(code, 1):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return f" (code cell {number})"
+    index = getattr(client, "code_cells_executed", 0)
+    return f" (code cell {index})" if 0 < index <= len(code) else ""
 
 
 def copy_mathjax(site: Path) -> Path:
@@ -158,53 +202,87 @@ def render_page(nb: nbformat.NotebookNode, page: Page, *, previous: Page | None 
     return html
 
 
-def _index(pages: list[Page], *, fast: bool, version: str | None) -> str:
+def _index(pages: list[Page], *, fast: bool, version: str | None, failed: dict[str, str] | None = None) -> str:
+    """The index page: every page in order; one that ``failed`` ({assignment: reason}) is listed as not built."""
     import jinja2
     from nbconvert.filters.markdown_mistune import markdown2html_mistune
 
+    failed = failed or {}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=False)
-    entries = [{"href": p.href, "title": p.title, "summary_html": markdown2html_mistune(p.info.summary)} for p in pages]
+    entries = [{"href": p.href, "title": p.title, "summary_html": markdown2html_mistune(p.info.summary),
+                "failed": failed.get(p.info.id)} for p in pages]
     return env.get_template("index.html.j2").render(pages=entries, fast=fast, version=version,
                                                     mathjax_url="mathjax/MathJax.js")
 
 
-def _solution(assignment: str) -> Path:
-    notebooks = sorted((SOLUTIONS / assignment).glob("*.ipynb"))
+def _solution(folder: Path) -> Path:
+    notebooks = sorted(folder.glob("*.ipynb"))
     if len(notebooks) != 1:
-        raise BuildError(f"solutions/{assignment} should hold one notebook, not {len(notebooks)}")
+        raise BuildError(f"solutions/{folder.name} should hold one notebook, not {len(notebooks)}")
     return notebooks[0]
 
 
 def build_site(out_dir: Path, *, only: Iterable[str] | None = None, fast: bool = False,
-               timeout: float = DEFAULT_TIMEOUT, log=print) -> Path:
+               timeout: float = DEFAULT_TIMEOUT, log=print, solutions: Path = SOLUTIONS) -> Path:
     """Build the reader's site into ``out_dir``; return the index page.
 
     ``only`` limits the build to some assignments (the index then lists only those); ``fast`` runs
-    as nbgrader's autograde does; ``timeout`` bounds each notebook, in seconds.
+    as nbgrader's autograde does; ``timeout`` bounds each notebook, in seconds; ``solutions`` is the
+    folder of solved assignments (default: the course's ``solutions/``).
+
+    A notebook that fails does not stop the build: every other page is built, and the index lists
+    the failed ones as not built, each with its reason. Then :class:`SiteIncomplete` is raised.
     """
-    chosen = list(only) if only else assignments()
-    unknown = sorted(set(chosen) - set(assignments()))
+    everything = sorted(p.name for p in solutions.iterdir() if p.is_dir() and p.name[:2].isdigit())
+    chosen = list(only) if only else everything
+    unknown = sorted(set(chosen) - set(everything))
     if unknown:
-        raise BuildError(f"no such assignment: {', '.join(unknown)} (there are: {', '.join(assignments())})")
-    chosen = [a for a in assignments() if a in chosen]  # lecture order
+        raise BuildError(f"no such assignment: {', '.join(unknown)} (there are: {', '.join(everything)})")
+    chosen = [a for a in everything if a in chosen]  # lecture order
     out_dir.mkdir(parents=True, exist_ok=True)
-    pages = [Page(notebook_info(_solution(a)), f"{a}.html") for a in chosen]
     copy_mathjax(out_dir)
-    for i, (assignment, page) in enumerate(zip(chosen, pages)):
-        source = _solution(assignment)
+    pages: list[Page] = []
+    executed: dict[str, nbformat.NotebookNode] = {}
+    seconds: dict[str, float] = {}
+    failed: dict[str, str] = {}
+    for assignment in chosen:
         started = time.monotonic()
-        nb = reader_notebook(nbformat.read(source, as_version=4))
-        with tempfile.TemporaryDirectory(prefix=f"site-{assignment}-") as tmp:
-            workdir = Path(tmp) / assignment
-            shutil.copytree(source.parent, workdir, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
-            execute_notebook(nb, workdir, fast=fast, timeout=timeout, name=f"solutions/{assignment}")
-        html = render_page(nb, page, previous=pages[i - 1] if i else None,
-                           next=pages[i + 1] if i + 1 < len(pages) else None, fast=fast)
+        href = f"{assignment}.html"
+        try:
+            source = _solution(solutions / assignment)
+            info = notebook_info(source)
+        except (BuildError, OSError, ValueError) as exc:  # no notebook, several, or one that cannot be read
+            pages.append(Page(NotebookInfo(assignment, assignment, ""), href))
+            failed[assignment] = exc.reason if isinstance(exc, BuildError) else _one_line(f"cannot be read: {exc}")
+            log(f"site: {href} not built: {failed[assignment]}")
+            continue
+        pages.append(Page(info, href))
+        try:
+            nb = reader_notebook(nbformat.read(source, as_version=4))
+            with tempfile.TemporaryDirectory(prefix=f"site-{assignment}-") as tmp:
+                workdir = Path(tmp) / assignment
+                shutil.copytree(source.parent, workdir, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
+                executed[assignment] = execute_notebook(nb, workdir, fast=fast, timeout=timeout,
+                                                        name=f"solutions/{assignment}")
+        except Exception as exc:  # noqa: BLE001 - a failed cell, a timeout, a kernel that died: the rest goes on
+            failed[assignment] = exc.reason if isinstance(exc, BuildError) else _one_line(f"{type(exc).__name__}: {exc}")
+            log(f"site: {href} not built: {exc if isinstance(exc, BuildError) else failed[assignment]}")
+            continue
+        seconds[assignment] = time.monotonic() - started
+    # The pages link to their neighbours among the pages that were built.
+    built = [page for page in pages if page.info.id in executed]
+    for i, page in enumerate(built):
+        html = render_page(executed.pop(page.info.id), page, previous=built[i - 1] if i else None,
+                           next=built[i + 1] if i + 1 < len(built) else None, fast=fast)
         (out_dir / page.href).write_text(html, encoding="utf-8")
-        log(f"site: {page.href} ({time.monotonic() - started:.0f} s{', fast mode' if fast else ''})")
+        log(f"site: {page.href} ({seconds[page.info.id]:.0f} s{', fast mode' if fast else ''})")
+    for assignment in failed:  # no stale page from an earlier build
+        (out_dir / f"{assignment}.html").unlink(missing_ok=True)
     index = out_dir / "index.html"
-    index.write_text(_index(pages, fast=fast, version=source_version(ROOT)), encoding="utf-8")
+    index.write_text(_index(pages, fast=fast, version=source_version(ROOT), failed=failed), encoding="utf-8")
     log(f"site: {index} (open it in a browser; it needs no network)")
+    if failed:
+        raise SiteIncomplete(failed, len(built), index)
     return index
 
 
@@ -218,9 +296,12 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"time allowed to each notebook (default: {DEFAULT_TIMEOUT})")
     parser.add_argument("--only", action="append", metavar="ASSIGNMENT",
                         help="build only this assignment (repeatable), e.g. --only 01_computational_graphs")
+    parser.add_argument("--solutions", type=Path, default=SOLUTIONS, metavar="FOLDER",
+                        help="the solved assignments to build from (default: solutions/)")
     args = parser.parse_args(argv)
     try:
-        build_site(args.dir.resolve(), only=args.only, fast=args.fast, timeout=args.timeout)
+        build_site(args.dir.resolve(), only=args.only, fast=args.fast, timeout=args.timeout,
+                   solutions=args.solutions.resolve())
     except BuildError as exc:
         print(f"course.sh site: {exc}", file=sys.stderr)
         return 1

@@ -374,6 +374,47 @@ def test_site_index_lists_every_page_in_lecture_order(site):
         assert title.splitlines()[0].lstrip("# ").split("·")[-1].strip() in html
 
 
+def _tiny_solutions(folder: Path) -> Path:
+    """Three one-cell assignments; the second raises in its second code cell."""
+    cells = {
+        "01_first": ["print('first page ran')"],
+        "02_broken": ["x = 1", "raise ValueError('the data file is missing')"],
+        "03_third": ["print('third page ran')"],
+    }
+    for assignment, sources in cells.items():
+        (folder / assignment).mkdir(parents=True)
+        nb = nbformat.v4.new_notebook(cells=[
+            nbformat.v4.new_markdown_cell(f"# Notebook {assignment[:2]}\n\nWhat {assignment} is about."),
+            *(nbformat.v4.new_code_cell(source) for source in sources),
+        ])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nbformat.write(nb, folder / assignment / f"{assignment}.ipynb")
+    return folder
+
+
+def test_site_builds_every_page_it_can_when_a_notebook_fails(root, tmp_path):
+    """`bash course.sh site`: one failing notebook costs its own page only; the index says so; the command fails."""
+    solutions = _tiny_solutions(tmp_path / "solutions")
+    out = tmp_path / "site"
+    (out).mkdir()
+    (out / "02_broken.html").write_text("a page from an earlier build")
+    run = subprocess.run(["bash", str(root / "course.sh"), "site", str(out), "--fast", "--timeout", "120",
+                          "--solutions", str(solutions)], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert sorted(p.name for p in out.glob("*.html")) == ["01_first.html", "03_third.html", "index.html"]
+    assert "first page ran" in (out / "01_first.html").read_text()
+    third = (out / "03_third.html").read_text()
+    assert "third page ran" in third and '<a href="01_first.html">' in third, "the neighbours skip the failed page"
+    index = (out / "index.html").read_text()
+    assert re.findall(r'<a href="([^"]+\.html)"', index) == ["01_first.html", "03_third.html"]
+    assert "Notebook 02" in index and "Not built" in index and "ValueError: the data file is missing" in index
+    # At the end, one line per failed notebook: which one, and why (kernels may have warned before).
+    lines = run.stderr.strip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("course.sh site: "))
+    assert "1 of 3 notebooks failed" in lines[start], run.stderr
+    assert lines[start + 1:] == ["  02_broken: ValueError: the data file is missing (code cell 2)"], run.stderr
+
+
 def test_explorers_draw_static_figures_when_asked(monkeypatch):
     import matplotlib
 
