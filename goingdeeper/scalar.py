@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, as_number, call, expect_close, expect_true, read_path
+from .checks import CheckFailed, as_number, beside, call, expect_close, expect_true, read_path
 
 __all__ = [
     "Engine",
@@ -44,6 +44,7 @@ __all__ = [
     "sin_graph_torch",
     "fit_tiny_mlp",
     "plot_tiny_mlp",
+    "train_tiny_mlp",
     "two_moons",
     "long_chain_program",
     "random_program",
@@ -441,6 +442,7 @@ def fit_tiny_mlp(
     steps: int = 60,
     lr: float = 0.1,
     seed: int = 0,
+    weights: list | None = None,
 ) -> tuple[TinyMLP, list[float], list[float]]:
     """Train a :class:`TinyMLP` on ``points`` (n, 2) with ``labels`` (n,) in {+1, -1}, using only ``engine``.
 
@@ -449,6 +451,8 @@ def fit_tiny_mlp(
     ``backward`` on the loss and moves every weight by ``-lr * grad`` (full-batch gradient
     descent). Returns the network and, per step, the loss and the training accuracy (the
     fraction of points with ``sign(score) == label``), both measured before that step's update.
+    With ``weights`` (a list) given, each step appends to it the weights' values before its update,
+    in the order of :meth:`TinyMLP.parameters`.
     """
     __tracebackhide__ = True
     points = np.asarray(points, dtype=float)
@@ -456,22 +460,24 @@ def fit_tiny_mlp(
     if points.ndim != 2 or points.shape[1] != 2 or labels.shape != (len(points),):
         raise ValueError(f"fit_tiny_mlp needs points of shape (n, 2) and labels of shape (n,), "
                          f"got {points.shape} and {labels.shape}.")
-    rng = np.random.default_rng(seed)
     V = engine.Value
+    start = iter(_initial_weights(hidden, seed))
 
-    def weight(scale: float) -> Any:
-        return call(V, float(rng.uniform(-scale, scale)), name="Value")
+    def weight() -> Any:
+        return call(V, next(start), name="Value")
 
     net = TinyMLP(
-        w1=[[weight(1.0), weight(1.0)] for _ in range(hidden)],
-        b1=[weight(0.1) for _ in range(hidden)],
-        w2=[weight(1.0 / math.sqrt(hidden)) for _ in range(hidden)],
-        b2=call(V, 0.0, name="Value"),
+        w1=[[weight(), weight()] for _ in range(hidden)],
+        b1=[weight() for _ in range(hidden)],
+        w2=[weight() for _ in range(hidden)],
+        b2=weight(),
     )
     params = net.parameters()
     losses: list[float] = []
     accuracies: list[float] = []
     for _ in range(steps):
+        if weights is not None:
+            weights.append([float(p.data) for p in params])
         total = call(V, 0.0, name="Value")
         correct = 0
         for x, y in zip(points, labels):
@@ -492,6 +498,78 @@ def fit_tiny_mlp(
         for p in params:
             p.data = float(p.data) - lr * as_number(p.grad, "a weight's grad")
     return net, losses, accuracies
+
+
+def _initial_weights(hidden: int, seed: int) -> list[float]:
+    """The weights a :class:`TinyMLP` starts from, in the order of :meth:`TinyMLP.parameters`."""
+    rng = np.random.default_rng(seed)
+    w1 = [float(rng.uniform(-1.0, 1.0)) for _ in range(2 * hidden)]
+    b1 = [float(rng.uniform(-0.1, 0.1)) for _ in range(hidden)]
+    scale = 1.0 / math.sqrt(hidden)
+    w2 = [float(rng.uniform(-scale, scale)) for _ in range(hidden)]
+    return w1 + b1 + w2 + [0.0]
+
+
+def _hinge(weights: Sequence[float], points: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(mean hinge loss, accuracy) of the :class:`TinyMLP` with these weights, computed with numpy."""
+    hidden = (len(weights) - 1) // 4
+    w = np.asarray(weights, dtype=float)
+    w1, b1, w2, b2 = w[: 2 * hidden].reshape(hidden, 2), w[2 * hidden: 3 * hidden], w[3 * hidden: -1], w[-1]
+    scores = np.maximum(points @ w1.T + b1, 0.0) @ w2 + b2
+    return float(np.mean(np.maximum(1.0 - labels * scores, 0.0))), float(np.mean((scores > 0) == (labels > 0)))
+
+
+def train_tiny_mlp(
+    engine: Engine,
+    points: np.ndarray,
+    labels: np.ndarray,
+    *,
+    hidden: int = 8,
+    steps: int = 60,
+    lr: float = 0.1,
+    seed: int = 0,
+) -> tuple[list[float], list[float]]:
+    """:func:`fit_tiny_mlp` run in one go where ``engine``'s code lives: (losses, accuracies), plain floats.
+
+    In a notebook this is ``fit_tiny_mlp`` less the network. The grading command runs the student's
+    code in another process, where each of the engine's operations would be one request (about
+    12,000 for 20 steps on 12 points); here the whole training is one request (see
+    :func:`goingdeeper.checks.beside`). What comes back is checked here, with numpy: the weights
+    start where the seed puts them, and each step's loss is the loss of that step's weights.
+    """
+    __tracebackhide__ = True
+    points = np.asarray(points, dtype=float)
+    labels = np.asarray(labels, dtype=float)
+    result = beside(engine.Value, _train_tiny_mlp_here, engine.Value, engine.add, engine.mul, engine.sin,
+                    engine.relu, engine.backward, points.tolist(), labels.tolist(),
+                    hidden=int(hidden), steps=int(steps), lr=float(lr), seed=int(seed))
+    expect_true(isinstance(result, (list, tuple)) and len(result) == 2,
+                "training with your engine did not report its losses and weights.")
+    losses = [as_number(v, "a loss") for v in result[0]]
+    weights = [[as_number(w, "a weight") for w in row] for row in result[1]]
+    expect_true(len(losses) == len(weights) == steps and all(len(row) == 4 * hidden + 1 for row in weights),
+                f"training with your engine reported {len(losses)} of its {steps} steps.")
+    expect_true(np.allclose(weights[0], _initial_weights(hidden, seed), rtol=1e-6, atol=1e-12),
+                "training with your engine did not start from the network's initial weights.")
+    accuracies = []
+    for step, (loss, row) in enumerate(zip(losses, weights)):
+        want, accuracy = _hinge(row, points, labels)
+        expect_close(loss, want, f"the loss at step {step} of training", rtol=1e-6, atol=1e-9,
+                     hint="Your engine's forward values disagree with the network's weights.")
+        accuracies.append(accuracy)
+    return losses, accuracies
+
+
+def _train_tiny_mlp_here(Value: Any, add: Any, mul: Any, sin: Any, relu: Any, backward: Any,
+                         points: list, labels: list, **kwargs: Any) -> tuple[list[float], list[list[float]]]:
+    """:func:`train_tiny_mlp`'s work, done in the process that calls it (the student's, when graded):
+    the losses and, per step, the weights before its update."""
+    __tracebackhide__ = True
+    engine = Engine(Value, add, mul, sin, relu, backward)
+    weights: list[list[float]] = []
+    _, losses, _ = fit_tiny_mlp(engine, np.asarray(points, dtype=float), np.asarray(labels, dtype=float),
+                                weights=weights, **kwargs)
+    return [float(v) for v in losses], weights
 
 
 def plot_tiny_mlp(

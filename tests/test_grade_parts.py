@@ -176,6 +176,30 @@ def test_cli_refuses_unknown_assignments(tmp_path):
     assert run.returncode == 1 and "no submissions" in run.stderr
 
 
+def test_notebook_01_training_test_is_a_handful_of_requests(tmp_path):
+    """test_engine_training trains beside the student's code in one go: not one request per scalar operation."""
+    import re
+
+    import nbformat
+
+    from goingdeeper.scratch import ScratchCourse
+    from sandbox.trusted import bwrap_available
+
+    if not bwrap_available():
+        pytest.skip("bubblewrap cannot make a sandbox here (the grading command refuses to run)")
+    a = "01_computational_graphs"
+    course = ScratchCourse(tmp_path / "c", course_config=True)
+    course.add_source(a)
+    course.generate(a)
+    course.submit("solution", a, nbformat.read(course.source_dir / a / f"{a}.ipynb", as_version=4), f"{a}.ipynb")
+    run = _grade(a, "--course", str(course.root), "--quiet", "--workers", "1")
+    assert run.returncode == 0, run.stdout + run.stderr
+    log = (course.root / "autograder" / "reports" / a / "logs" / "solution.log").read_text()
+    found = re.search(r"test_engine_training: passed \((\d+) requests", log)
+    assert found, log
+    assert int(found.group(1)) <= 20, f"the training test made {found.group(1)} requests (was ~11,800)"
+
+
 @pytest.fixture
 def live(tmp_path):
     """A real runner (in bubblewrap where it works) and the grader's view of it, for one test."""

@@ -38,7 +38,8 @@ WATCHED = {
     "torch": ["allclose", "isclose", "equal", "autograd.grad", "Tensor.backward"],
     "math": ["isclose", "isfinite", "isnan", "fabs"],
     "goingdeeper.checks": ["expect_close", "expect_true", "as_number", "call", "unpack", "passed"],
-    "goingdeeper.scalar": ["check_node", "check_backward", "check_topological_order", "run_torch"],
+    "goingdeeper.scalar": ["check_node", "check_backward", "check_topological_order", "run_torch", "fit_tiny_mlp",
+                           "train_tiny_mlp", "_train_tiny_mlp_here", "_initial_weights"],
 }
 BUILTINS_WATCHED = ["abs", "isinstance", "len", "float", "int", "print", "round", "max", "min", "sum", "all", "any",
                     "__import__", "getattr", "hasattr", "id", "type", "zip", "range", "AssertionError"]
