@@ -274,6 +274,10 @@ ENVIRONMENT = {
 def sandbox_environment(output_kb: int, data: Path | None, scratch: Path | None = None) -> dict[str, str]:
     """ENVIRONMENT, plus the output cap, the data folder and (without bubblewrap) the real scratch paths."""
     env = dict(ENVIRONMENT, GRADER_MAX_CELL_OUTPUT=str(output_kb * 1024))
+    # The CPU kernels PyTorch may use (a setting, not a secret): the student's process computes as the grader's.
+    capability = os.environ.get("ATEN_CPU_CAPABILITY", "")
+    if capability.isalnum() and len(capability) <= 20:
+        env["ATEN_CPU_CAPABILITY"] = capability
     if data is not None:
         env["GOINGDEEPER_DATA"] = str(data)
     if scratch is not None:  # no bubblewrap: the scratch folder is where it really is

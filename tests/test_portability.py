@@ -1,0 +1,98 @@
+"""The solved notebooks score full marks on any CPU capability, thread count and folder (issue 16).
+
+A grade must not depend on the machine: the expected values of every test are computed where they are
+compared, from inputs, seeds and exact integers. This module grades the five solved notebooks under
+PyTorch's other CPU kernels and thread counts, with plain ``nbgrader autograde`` and with our command,
+the course in a folder under /tmp whose name has spaces and the data folder under /tmp too.
+``tests/test_grading.py`` already grades them with the machine's best kernels (and every wrong version),
+so each run here adds a combination, pairwise: every capability and every thread count at least once
+with each grader, without grading the series six times.
+
+    capability  threads  nbgrader autograde  our command
+    default     1        yes                 yes (the sandbox follows ATEN_CPU_CAPABILITY)
+    avx2        2        yes                 yes (one thread per submission, always)
+    best        2 / 1    test_grading.py     test_grading.py
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nbformat
+import pytest
+
+from goingdeeper.course import assignments
+from goingdeeper.scratch import ROOT, ScratchCourse
+
+sys.path.insert(0, str(ROOT / "autograder"))
+from sandbox.trusted import bwrap_available  # noqa: E402
+
+CAPABILITIES = [("default", 1), ("avx2", 2)]
+
+
+def _supported(capability: str) -> bool:
+    """Whether this CPU runs PyTorch's kernels of ``capability`` (avx2 needs an x86-64 with AVX2)."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+                           capture_output=True, text=True, env={"ATEN_CPU_CAPABILITY": capability, "PATH": "/usr/bin"})
+    return probe.returncode == 0 and probe.stdout.strip().lower() == capability
+
+
+@pytest.fixture(scope="module", params=CAPABILITIES, ids=[f"{c}-{t}thread" for c, t in CAPABILITIES])
+def machine(request, tmp_path_factory):
+    capability, threads = request.param
+    if not _supported(capability):
+        pytest.skip(f"this CPU does not run PyTorch's {capability} kernels")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("ATEN_CPU_CAPABILITY", capability)
+    mp.setenv("OMP_NUM_THREADS", str(threads))
+    mp.setenv("MKL_NUM_THREADS", str(threads))
+    data = tmp_path_factory.mktemp("data under tmp") / "cifar data"
+    data.mkdir()
+    mp.setenv("GOINGDEEPER_DATA", str(data))
+    yield {"capability": capability, "threads": threads, "root": tmp_path_factory.mktemp(f"course {capability}")}
+    mp.undo()
+
+
+def _course(root, course_config: bool) -> ScratchCourse:
+    course = ScratchCourse(root, course_config=course_config)
+    for a in assignments():
+        course.add_source(a)
+        course.generate(a)
+        name = f"{a}.ipynb"
+        course.submit("solution", a, nbformat.read(course.source_dir / a / name, as_version=4), name)
+    return course
+
+
+def _full_marks(course: ScratchCourse, how: str, machine: dict) -> None:
+    short = {}
+    for a in assignments():
+        scores = course.cell_scores(a, "solution", a)
+        lost = {cell: s for cell, s in scores.items() if s[0] != s[1]}
+        if lost:
+            short[a] = lost
+    assert not short, (f"{how} under ATEN_CPU_CAPABILITY={machine['capability']} with {machine['threads']} "
+                       f"thread(s): the solution lost points in {short}")
+
+
+def test_nbgrader_gives_the_solutions_full_marks(machine):
+    course = _course(machine["root"] / "nbgrader", course_config=False)
+    for a in assignments():
+        course.autograde(a)
+    _full_marks(course, "nbgrader autograde", machine)
+
+
+@pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not available here (apt install bubblewrap)")
+def test_our_command_gives_the_solutions_full_marks(machine):
+    course = _course(machine["root"] / "our command", course_config=True)
+    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "grade.py"), "all", "--course", str(course.root),
+                          "--workers", "2", "--quiet"], capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stdout + run.stderr
+    _full_marks(course, "our command", machine)
+
+
+def test_this_process_runs_the_capability_it_was_given(machine):
+    """The environment reaches PyTorch only at start: the graders' processes (new ones) get it."""
+    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability(), "
+                            "torch.get_num_threads())"], capture_output=True, text=True)
+    assert probe.stdout.split() == [machine["capability"].upper(), str(machine["threads"])]
