@@ -81,13 +81,17 @@ class Task:
 
 # -- one submission, in a worker -----------------------------------------------------------------
 _LEASE: UidLease | None = None
+_LEASE_FAILED: str = ""  # why this worker could not lease a user id (its submissions report a grader error)
 
 
 def _init_worker(drop_uid: bool) -> None:
-    global _LEASE
+    global _LEASE, _LEASE_FAILED
     warnings.simplefilter("ignore")
     if drop_uid:
-        _LEASE = UidLease()  # held for the worker's life; the kernel drops it when the worker ends
+        try:
+            _LEASE = UidLease()  # held for the worker's life; the kernel drops it when the worker ends
+        except Exception as exc:  # noqa: BLE001 - an initializer that raises would break the pool: report instead
+            _LEASE_FAILED = f"{type(exc).__name__}: {exc}"
     if "torch" in sys.modules:  # workers run side by side: one thread each
         sys.modules["torch"].set_num_threads(1)
 
@@ -119,13 +123,16 @@ def grade_submission(task: Task) -> Result:
         lines.append(f"[{time.strftime('%H:%M:%S')}] {boundary.clean_text(line)}")
 
     start = time.monotonic()
-    with Gradebook(task.db_url) as gb:
-        course, setup = _course(task, gb.find_notebook(name, task.assignment))
-    tests = [c for c in course if c.role == boundary.TEST]
     log(f"grading {task.path}")
     session = None
     out_dir = Path(task.autograded)
+    tests: list[boundary.CourseCell] = []
     try:
+        if _LEASE_FAILED:
+            raise SandboxSetupError(f"the grading worker could not lease a user id ({_LEASE_FAILED})")
+        with Gradebook(task.db_url) as gb:
+            course, setup = _course(task, gb.find_notebook(name, task.assignment))
+        tests = [c for c in course if c.role == boundary.TEST]
         student_cells = boundary.read_submission(Path(task.path), result.notes)
         planned = boundary.plan_cells(student_cells, course, result.notes, without_hidden_tests)
         uid = _LEASE.uid if _LEASE is not None else None
@@ -169,8 +176,11 @@ def grade_submission(task: Task) -> Result:
     for note in result.notes:
         log(f"note: {note}")
     log(f"status {result.status} {result.reason}; score {result.score}/{result.max_score} in {result.seconds} s")
-    Path(task.log).parent.mkdir(parents=True, exist_ok=True)
-    Path(task.log).write_text("\n".join(lines) + "\n", encoding="utf-8", errors="backslashreplace")
+    try:
+        Path(task.log).parent.mkdir(parents=True, exist_ok=True)
+        Path(task.log).write_text("\n".join(lines) + "\n", encoding="utf-8", errors="backslashreplace")
+    except OSError as exc:  # the grader's disk, not the student's doing: the result still counts
+        result.problems.append(boundary.keep_text(f"the grader could not write the log {task.log}: {exc}", 300))
     return result
 
 
@@ -213,6 +223,8 @@ def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done, stop=lambda 
     from concurrent.futures.process import BrokenProcessPool
 
     results: list[Result] = []
+    if not tasks:
+        return results
     rounds = [(list(tasks), workers)]
     stopped = False
     while rounds and not stopped:
@@ -231,8 +243,11 @@ def run_pool(tasks: list[Task], workers: int, drop_uid: bool, done, stop=lambda 
                         rounds.append(([task], 1))  # again, alone
                         continue
                     result = _failed(task, "its grading worker died (the submission may exhaust the machine)")
-                except BaseException as exc:  # noqa: BLE001 - a worker failed: report, keep going
-                    result = _failed(task, f"the grading worker failed: {type(exc).__name__}: {exc}")
+                except BaseException as exc:  # noqa: BLE001 - the grader failed, not the student: report, keep going
+                    result = Result(task.student, task.assignment, task.notebook or Path(task.path).stem,
+                                    "grader error", boundary.keep_text(
+                                        f"grader error (please report it): the grading worker failed: "
+                                        f"{type(exc).__name__}: {exc}", 1000))
                 results.append(result)
                 done(result, task)
                 if stop(result) and not stopped:
@@ -320,47 +335,67 @@ def discover(submissions: Path, assignment: str, students: list[str] | None, not
     out: list[Found] = []
     if not _is_real_dir(submissions):
         return out
-    names = sorted(p.name for p in submissions.iterdir())
-    for student in students or names:
-        student_dir = submissions / student
-        found = Found(student, [], [])
-        out.append(found)
-        if not (student_dir.exists() or student_dir.is_symlink()):
-            found.rows += [Result(student, assignment, nb, "missing", f"no folder {student} in {submissions}")
-                           for nb in notebooks]
-            continue
-        if not _is_real_dir(student_dir):
-            found.rows += [Result(student, assignment, nb, "ungradable",
-                                  f"{student} is not a folder (links are not followed)") for nb in notebooks]
-            continue
-        folder = student_dir / assignment
-        if not folder.exists() and not folder.is_symlink():
-            found.rows += [Result(student, assignment, nb, "missing",
-                                  f"no folder {assignment} in {student}'s submissions") for nb in notebooks]
-            continue
-        if not _is_real_dir(folder):
-            found.rows += [Result(student, assignment, nb, "ungradable",
-                                  f"{student}/{assignment} is not a folder (links are not followed)")
-                           for nb in notebooks]
-            continue
-        present = sorted(folder.glob("*.ipynb"))
-        others = [p for p in present if p.stem not in notebooks]
-        for nb in notebooks:
-            exact = folder / f"{nb}.ipynb"
-            if exact.exists() or exact.is_symlink():
-                found.tasks.append((exact, nb))
-            elif len(others) == 1 and len(notebooks) == 1:
-                found.tasks.append((others[0], nb))
-            elif not others:
-                found.rows.append(Result(student, assignment, nb, "missing",
-                                         f"no notebook in {student}/{assignment}: the folder {_listing(folder)}"))
-            else:
-                found.rows.append(Result(
-                    student, assignment, nb, "misnamed",
-                    f"no {nb}.ipynb in {student}/{assignment}, and {len(others)} other notebooks "
-                    f"({', '.join(p.name for p in others[:5])}): not graded. Rename the one to grade to "
-                    f"{nb}.ipynb and grade this student again."))
+    for student in students or student_names(submissions):
+        try:
+            out.append(_discover_one(submissions, student, assignment, notebooks))
+        except OSError as exc:  # a folder the grader cannot read: the row says so
+            out.append(Found(student, [], [Result(student, assignment, nb, "ungradable", boundary.keep_text(
+                f"the submission folder cannot be read ({exc.strerror or exc})", 300)) for nb in notebooks]))
     return out
+
+
+def student_names(submissions: Path) -> list[str]:
+    """The student folders (and links to folders, reported as such) of ``submissions``. Hidden entries
+    (``.DS_Store``, ``.ipynb_checkpoints``), ``__MACOSX`` and plain files are not students."""
+    names = []
+    for entry in sorted(submissions.iterdir()):
+        if entry.name.startswith(".") or entry.name == "__MACOSX":
+            continue
+        if entry.is_symlink() or entry.is_dir():
+            names.append(entry.name)
+    return names
+
+
+def _discover_one(submissions: Path, student: str, assignment: str, notebooks: list[str]) -> Found:
+    """What one student's folder holds for ``assignment`` (see :func:`discover`)."""
+    student_dir = submissions / student
+    found = Found(student, [], [])
+    if not (student_dir.exists() or student_dir.is_symlink()):
+        found.rows += [Result(student, assignment, nb, "missing", f"no folder {student} in {submissions}")
+                       for nb in notebooks]
+        return found
+    if not _is_real_dir(student_dir):
+        found.rows += [Result(student, assignment, nb, "ungradable",
+                              f"{student} is not a folder (links are not followed)") for nb in notebooks]
+        return found
+    folder = student_dir / assignment
+    if not folder.exists() and not folder.is_symlink():
+        found.rows += [Result(student, assignment, nb, "missing",
+                              f"no folder {assignment} in {student}'s submissions") for nb in notebooks]
+        return found
+    if not _is_real_dir(folder):
+        found.rows += [Result(student, assignment, nb, "ungradable",
+                              f"{student}/{assignment} is not a folder (links are not followed)")
+                       for nb in notebooks]
+        return found
+    present = sorted(p for p in folder.glob("*.ipynb") if not p.name.startswith("."))  # ._x: macOS metadata
+    others = [p for p in present if p.stem not in notebooks]
+    for nb in notebooks:
+        exact = folder / f"{nb}.ipynb"
+        if exact.exists() or exact.is_symlink():
+            found.tasks.append((exact, nb))
+        elif len(others) == 1 and len(notebooks) == 1:
+            found.tasks.append((others[0], nb))
+        elif not others:
+            found.rows.append(Result(student, assignment, nb, "missing",
+                                     f"no notebook in {student}/{assignment}: the folder {_listing(folder)}"))
+        else:
+            found.rows.append(Result(
+                student, assignment, nb, "misnamed",
+                f"no {nb}.ipynb in {student}/{assignment}, and {len(others)} other notebooks "
+                f"({', '.join(p.name for p in others[:5])}): not graded. Rename the one to grade to "
+                f"{nb}.ipynb and grade this student again."))
+    return found
 
 
 # -- the whole class, for the report and the CSV ---------------------------------------------------
@@ -384,7 +419,7 @@ def _load_result(path: Path) -> Result | None:
         data = json.loads(path.read_text(encoding="utf-8"))
         cells = [CellResult(**c) for c in data.pop("cells", [])]
         return Result(**{k: v for k, v in data.items() if k in Result.__dataclass_fields__}, cells=cells)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
 
 
@@ -412,11 +447,14 @@ def class_results(db_url: str, assignment: str, reports: Path, also: list[str]) 
                     rows[student] = Result(student, assignment, nb, "missing", "no submission")
                     continue
                 r = Result(student, assignment, nb, "graded")
-                for g in sub.grades:
-                    if g.cell_type == "code":
-                        score = g.score if g.score is not None else 0.0
-                        r.cells.append(CellResult(g.name, float(score), float(g.max_score), score >= g.max_score))
-                r.note("graded outside this command (nbgrader autograde or by hand): scores from the gradebook")
+                code = [g for g in sub.grades if g.cell_type == "code"]
+                for g in code:
+                    score = g.score if g.score is not None else 0.0
+                    r.cells.append(CellResult(g.name, float(score), float(g.max_score), score >= g.max_score))
+                if any(g.score is None or g.needs_manual_grade for g in code):
+                    r.status, r.reason = "ungradable", "not graded automatically: the gradebook marks it for manual grading"
+                else:
+                    r.note("graded outside this command (nbgrader autograde or by hand): scores from the gradebook")
                 rows[student] = r
     return sorted(rows.values(), key=lambda r: r.student)
 
@@ -510,7 +548,22 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
     limits = Limits(cell_timeout=args.cell_timeout, total_timeout=args.total_timeout, memory_mb=args.memory_mb,
                     max_processes=args.max_processes, output_kb=args.output_kb)
-    students = [s for s in args.students.split(",") if s] if args.students else None
+    students = [s.strip() for s in args.students.split(",") if s.strip()] if args.students else None
+    everyone = student_names(submissions)
+    if students:
+        bad = [s for s in students if "/" in s or "\\" in s or s.startswith(".")]
+        if bad:
+            parser.error(f"--students: {', '.join(map(repr, bad))} is not a student id (a folder name under "
+                         f"{submissions})")
+        with Gradebook(db_url) as gb:
+            enrolled = {st.id for st in gb.students}
+        unknown = [s for s in students if s not in everyone and s not in enrolled]
+        for s_ in unknown:
+            print(f"course.sh grade: no student {s_!r}: no folder under {submissions} and not in the gradebook "
+                  "(skipped)", file=sys.stderr)
+        students = [s for s in students if s not in unknown]
+        if not students:
+            return 1
     data = boundary.data_dir(root)
     tasks: list[Task] = []
     rows: list[Result] = []  # this run's rows that are not graded: missing, misnamed, not a folder
@@ -522,8 +575,9 @@ def main(argv: list[str] | None = None) -> int:
             for nb in notebooks[a]:
                 test_ids[(a, nb)] = [c.name for c in gb.find_notebook(nb, a).grade_cells if c.cell_type == "code"]
     for a in wanted:
+        found_students[a] = list(everyone)  # the report describes the whole class, whoever this run grades
         for found in discover(submissions, a, students, notebooks[a]):
-            found_students.setdefault(a, []).append(found.student)
+            found_students[a].append(found.student)
             rows += found.rows
             for path, nb in found.tasks:
                 source = root / "solutions" / a / f"{nb}.ipynb"
@@ -540,22 +594,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
     # The grader's own set-up, tried once before any submission: a failure here is never a student's.
-    if tasks:
-        lease = UidLease() if drop_uid else None
+    def sandbox_works() -> str:
+        """'' when a sandbox starts with the course's packages and data, else what failed."""
+        lease = None
         try:
+            lease = UidLease() if drop_uid else None
             preflight(limits, uid=lease.uid if lease else None, use_bwrap=use_bwrap, data=data)
-        except SandboxSetupError as exc:
-            print(f"course.sh grade: stopped before grading anything: {exc}. {SETUP_HELP}", file=sys.stderr)
-            return 3
+            return ""
+        except (SandboxSetupError, OSError, RuntimeError, ValueError) as exc:
+            return str(exc) if isinstance(exc, SandboxSetupError) else f"{type(exc).__name__}: {exc}"
         finally:
             if lease is not None:
                 lease.release()
+
+    if tasks and (failed := sandbox_works()):
+        print(f"course.sh grade: stopped before grading anything: {failed}. {SETUP_HELP}", file=sys.stderr)
+        return 3
 
     from tqdm import tqdm
 
     _preload()
     started = time.monotonic()
-    setup_failure: list[Result] = []
+    def set_up_failed(r: Result) -> bool:
+        return r.status == "grader error" and r.reason.startswith("the grader's set-up failed")
+
     with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
         def done(result: Result, task: Task) -> None:
             try:
@@ -563,18 +625,23 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
                 result.status = "grader error"
                 result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
-            if result.status == "grader error" and result.reason.startswith("the grader's set-up failed"):
-                setup_failure.append(result)
             bar.set_postfix_str(f"{result.student[:20]}: {result.status}")
             bar.update()
 
-        results = run_pool(tasks, min(args.workers, max(len(tasks), 1)), drop_uid, done,
-                           stop=lambda r: r.status == "grader error" and r.reason.startswith("the grader's set-up"))
+        results = run_pool(tasks, min(args.workers, max(len(tasks), 1)), drop_uid, done, stop=set_up_failed)
+        if any(set_up_failed(r) for r in results):
+            # A sandbox did not start for a submission. If a fresh one does not start either, the grader's set-up
+            # is broken: stop, recording no one for it. If it does (the machine was busy, a neighbour exhausted
+            # it), grade what failed or was not started again, one at a time; what fails again is a grader error.
+            if failed := sandbox_works():
+                first = next(r for r in results if set_up_failed(r))
+                print(f"course.sh grade: stopped: {first.reason}; a fresh sandbox fails too ({failed}). No "
+                      f"submission was recorded for it. {SETUP_HELP}", file=sys.stderr)
+                return 3
+            finished = {(r.student, r.assignment, r.notebook) for r in results if not set_up_failed(r)}
+            again = [t for t in tasks if (t.student, t.assignment, t.notebook) not in finished]
+            results = [r for r in results if not set_up_failed(r)] + run_pool(again, 1, drop_uid, done)
     elapsed = time.monotonic() - started
-    if setup_failure:
-        print(f"course.sh grade: stopped: {setup_failure[0].reason}. No submission was recorded for it. {SETUP_HELP}",
-              file=sys.stderr)
-        return 3
 
     from report import write_report
 

@@ -612,6 +612,11 @@ def test_a_latin1_notebook_is_read_and_the_note_says_so(tmp_path):
     notes: list[str] = []
     cells = boundary.read_submission(tmp_path / "latin.ipynb", notes)
     assert cells[0]["source"] == "name = 'Jos\u00e9'"
-    assert len(notes) == 1 and "not UTF-8" in notes[0] and "Latin-1" in notes[0]
+    assert len(notes) == 1 and "not UTF-8" in notes[0] and "Windows-1252" in notes[0]
     (tmp_path / "utf8.ipynb").write_bytes(text.encode("utf-8"))
     assert boundary.read_submission(tmp_path / "utf8.ipynb", notes) == cells and len(notes) == 1
+    (tmp_path / "bom.ipynb").write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # a Windows editor's mark
+    assert boundary.read_submission(tmp_path / "bom.ipynb", notes) == cells and len(notes) == 1
+    (tmp_path / "cp1252.ipynb").write_bytes(text.replace("Jos\u00e9", "\u201cquoted\u201d").encode("cp1252"))
+    assert "\u201cquoted\u201d" in boundary.read_submission(tmp_path / "cp1252.ipynb", notes)[0]["source"]
+    assert "Windows-1252" in notes[-1]

@@ -47,6 +47,10 @@ def test_every_student_has_a_row_whatever_the_file_is_called_and_a_regrade_keeps
     course, solution = _course(tmp_path / "a course with spaces")
     course.submit("ada", A, solution, NAME)
     course.submit("bob", A, solution, f"{A} (1).ipynb")  # a browser's second download
+    (course.submitted_dir / "bob" / A / f"._{A} (1).ipynb").write_bytes(b"\x00\x05macOS metadata")
+    (course.submitted_dir / ".DS_Store").write_bytes(b"\x00")
+    (course.submitted_dir / "__MACOSX").mkdir()
+    (course.submitted_dir / "README.txt").write_text("not a student")
     (course.submitted_dir / "cy" / A).mkdir(parents=True)
     (course.submitted_dir / "cy" / A / "answers.txt").write_text("my answers")
     course.submit("dan", A, solution, "first try.ipynb")
@@ -80,6 +84,15 @@ def test_every_student_has_a_row_whatever_the_file_is_called_and_a_regrade_keeps
     page = (course.feedback_dir / "fay" / A / NAME.replace(".ipynb", ".html")).read_text()
     assert "a student&#39;s comment, not a marker" in page or "a student's comment, not a marker" in page
     assert "load_reference" not in page  # the course's hidden tests are still cut
+
+    # A run that grades nothing (only a student with no submission), and one for a student who does not exist.
+    run = _grade(course, "--students", "eve")
+    assert run.returncode == 0 and "Traceback" not in run.stderr, run.stdout + run.stderr
+    assert set(_rows(course)) == set(rows)
+    run = _grade(course, "--students", "ghost")
+    assert run.returncode == 1 and "no student 'ghost'" in run.stderr and "Traceback" not in run.stderr
+    run = _grade(course, "--students", "../x")
+    assert run.returncode == 2 and "not a student id" in run.stderr
 
     # Regrading one student: the report and the CSV still describe the whole class.
     course.submit("ada", A, nbformat.read(course.release_dir / A / NAME, as_version=4), NAME)  # now unanswered
@@ -124,8 +137,14 @@ sys.path.insert(0, {autograder!r})
 import grade
 from sandbox import boundary, trusted
 boundary.python_paths = lambda package: []  # the sandbox sees no Python: as under /tmp before the fix
-if {skip_preflight}:
-    grade.preflight = lambda *a, **k: None  # the failure then shows at the first submission
+if {skip_preflight}:  # the first check passes: the failure then shows at the first submission, and the check
+    real, calls = grade.preflight, []  # made then (a fresh sandbox) fails too
+
+    def once(*a, **k):
+        calls.append(1)
+        return None if len(calls) == 1 else real(*a, **k)
+
+    grade.preflight = once
 sys.exit(grade.main(sys.argv[1:]))
 """
 

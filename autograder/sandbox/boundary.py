@@ -108,7 +108,7 @@ def read_submission(path: Path, notes: list[str] | None = None) -> list[dict]:
 
     Raises NotGradable with the reason when the file is a link, not a regular file, too large,
     not JSON, or has no list of cells. A notebook that is not UTF-8 (an editor saved it as Latin-1)
-    is read as Latin-1, and ``notes`` says so.
+    is read as Windows-1252 (or Latin-1), and ``notes`` says so.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -123,12 +123,15 @@ def read_submission(path: Path, notes: list[str] | None = None) -> list[dict]:
                               f"{MAX_NOTEBOOK_BYTES // 2**20} MB limit (clear its outputs)")
         raw = f.read(MAX_NOTEBOOK_BYTES + 1)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")  # a byte-order mark, as some Windows editors write it, is no reason to fail
     except UnicodeDecodeError as exc:
-        text = raw.decode("latin-1")  # every byte is a character: nothing is lost, and the note says how it was read
+        try:  # Windows editors save cp1252 (Latin-1 plus quotes and dashes); Latin-1 reads every byte
+            text, encoding = raw.decode("cp1252"), "Windows-1252"
+        except UnicodeDecodeError:
+            text, encoding = raw.decode("latin-1"), "Latin-1"
         if notes is not None:
             notes.append(f"the notebook is not UTF-8 (byte {exc.start} is 0x{raw[exc.start]:02x}): it was read as "
-                         "Latin-1; check the text of its cells (Jupyter saves UTF-8)")
+                         f"{encoding}; check the text of its cells (Jupyter saves UTF-8)")
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):

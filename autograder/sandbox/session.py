@@ -135,7 +135,7 @@ def _resolve_dotted(name: str) -> Any:
 def _replaces_code(name: str) -> bool:
     """Does assigning to ``name`` replace a function, class or module (not a setting such as a flag)?"""
     current = _resolve_dotted(name)
-    return callable(current) or isinstance(current, types.ModuleType)
+    return callable(current) or isinstance(current, (types.ModuleType, classmethod, staticmethod, property))
 
 
 def scan_for_tampering(source: str) -> list[str]:

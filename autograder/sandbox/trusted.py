@@ -298,6 +298,10 @@ class Sandbox:
             if path == Path(boundary.SANDBOX_ROOT) or Path(boundary.SANDBOX_ROOT) in path.parents:
                 raise SandboxSetupError(f"{path} lies inside {boundary.SANDBOX_ROOT}, the folder the sandbox keeps "
                                         "for the submission: move the course, its venv or its data elsewhere")
+            if path == Path("/tmp") or path in Path("/tmp").parents:
+                raise SandboxSetupError(f"{path} would show the machine's whole /tmp (or more) to the submissions: "
+                                        "put the data (GOINGDEEPER_DATA), the course and its venv in folders of "
+                                        "their own")
         # bubblewrap makes missing parent folders private (0700): make them traversable for the student's id.
         for parent in sorted({a for p in binds for a in p.parents if a != Path("/")}, key=lambda a: len(a.parts)):
             cmd += ["--perms", "0755", "--dir", str(parent)]
@@ -332,11 +336,16 @@ class Sandbox:
         env = boundary.sandbox_environment(self.limits.output_kb, self.data,
                                            None if self.use_bwrap else self.scratch)
         self.output = bytearray()
-        self.proc = subprocess.Popen(
-            self._command(child.fileno()), pass_fds=(child.fileno(),), env=env,
-            cwd=str(self.scratch / "work"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT, preexec_fn=self._preexec,
-        )
+        try:
+            self.proc = subprocess.Popen(
+                self._command(child.fileno()), pass_fds=(child.fileno(),), env=env,
+                cwd=str(self.scratch / "work"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT, preexec_fn=self._preexec,
+            )
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:  # no program, limits refused...
+            parent.close()
+            child.close()
+            raise SandboxSetupError(f"the sandbox could not be started ({type(exc).__name__}: {exc})") from None
         child.close()
         self.sock = parent
         self._drain_output_in_background()
