@@ -263,30 +263,38 @@ def _failed(task: Task, reason: str) -> Result:
                   boundary.keep_text(reason, 1000))
 
 
-def record(db_url: str, result: Result, test_ids: list[str]) -> None:
+def record(db_url: str, result: Result, test_ids: list[str]) -> bool:
     """Write one result into the gradebook (main process only: one writer).
 
     An ungradable submission gets no automatic score in any cell (replacing an earlier one),
-    is marked for manual grading and flagged.
+    is marked for manual grading and flagged. A misnamed one (not graded) does the same to an earlier
+    grade, if there is one: the gradebook never keeps a score the current submission did not earn.
+    Returns whether the gradebook was written.
     """
-    from nbgrader.api import Gradebook
+    from nbgrader.api import Gradebook, MissingEntry
 
-    if result.status in NOT_GRADED and result.status != "ungradable":
-        return  # nothing was graded: no submission (missing, misnamed), or the grader failed (kept as it was)
+    if result.status in NOT_GRADED and result.status not in ("ungradable", "misnamed"):
+        return False  # nothing was graded: no submission, or the grader failed (the gradebook keeps what it had)
     with Gradebook(db_url) as gb, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # nbgrader's own SQLAlchemy warnings
+        if result.status == "misnamed":
+            try:
+                gb.find_submission(result.assignment, result.student)
+            except MissingEntry:
+                return False
         gb.update_or_create_student(result.student)
         gb.update_or_create_submission(result.assignment, result.student)
         points = {c.grade_id: c.points for c in result.cells}
         for gid in test_ids:
             grade = gb.find_grade(gid, result.notebook, result.assignment, result.student)
-            if result.status == "ungradable":
+            if result.status in ("ungradable", "misnamed"):
                 grade.auto_score, grade.needs_manual_grade = None, True
             else:
                 grade.auto_score, grade.needs_manual_grade = points.get(gid, 0.0), False
         nb = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
         nb.flagged = bool(result.flags) or result.status != "graded"
         gb.db.commit()
+    return True
 
 
 def _preload() -> None:
@@ -610,6 +618,14 @@ def main(argv: list[str] | None = None) -> int:
     if tasks and (failed := sandbox_works()):
         print(f"course.sh grade: stopped before grading anything: {failed}. {SETUP_HELP}", file=sys.stderr)
         return 3
+
+    for r in rows:  # not graded: an earlier score of the student's is not kept for a submission now misnamed
+        if r.status in ("ungradable", "misnamed"):
+            try:
+                if record(db_url, r, test_ids[(r.assignment, r.notebook)]):
+                    _remove_stale_autograded(root / "autograder" / "autograded" / r.student / r.assignment)
+            except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
+                r.problems.append(boundary.keep_text(f"could not be written to the gradebook: {exc}", 300))
 
     from tqdm import tqdm
 

@@ -102,6 +102,12 @@ def test_every_student_has_a_row_whatever_the_file_is_called_and_a_regrade_keeps
     assert set(again) == set(rows) and float(again["ada"]["score"]) < full
     assert {k: (v["status"], v["score"]) for k, v in again.items() if k != "ada"} == \
         {k: (v["status"], v["score"]) for k, v in rows.items() if k != "ada"}
+    # bob's folder now holds two notebooks, neither with the name: his earlier score is not kept.
+    course.submit("bob", A, solution, "other.ipynb")
+    run = _grade(course, "--students", "bob")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert _rows(course)["bob"]["status"] == "misnamed" and course.total(A, "bob")[0] == 0
+    assert not (course.autograded_dir / "bob" / A).exists()
     html = (course.root / "autograder" / "reports" / A / "report.html").read_text()
     assert all(name in html for name in rows) and "6 students" in html
     assert len(json.loads((course.root / "autograder" / "reports" / A / "results.json").read_text())) == 6
