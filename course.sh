@@ -20,7 +20,8 @@
 #
 # The virtual environment lives in .venv/ (override with GOINGDEEPER_VENV) and is
 # reused; it is reinstalled only when requirements.txt or pyproject.toml change, and
-# rebuilt when an interrupted setup left it incomplete.
+# rebuilt when an interrupted setup left it incomplete (only one that course.sh made, or
+# .venv/: another virtual environment without pip gets pip from ensurepip, nothing deleted).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -72,6 +73,13 @@ venv_problem() {
   fi
 }
 
+ours() {
+  # Whether course.sh may rebuild $VENV: it made it (the marker, written before `python -m venv`
+  # runs), or it is the course's own .venv/.
+  [[ -f "$MADE" ]] && return 0
+  [[ -d "$VENV" && "$(cd "$VENV" && pwd -P)" == "$(cd "$ROOT" && pwd -P)/.venv" ]]
+}
+
 not_a_venv() {
   # $1: why $VENV cannot be used. Never delete a folder that is not a virtual environment: refuse.
   if [[ -n "${GOINGDEEPER_VENV:-}" ]]; then
@@ -92,26 +100,40 @@ setup() {
   fi
   if [[ -d "$VENV" && -n "$(ls -A "$VENV")" ]]; then
     problem="$(venv_problem)"
-    if [[ -n "$problem" ]]; then
-      [[ -f "$VENV/pyvenv.cfg" ]] || not_a_venv "$problem"
+    if [[ -n "$problem" ]] && ours; then
+      # Made by course.sh (maybe only the marker and part of a venv: interrupted) or the course's .venv/.
+      [[ -f "$VENV/pyvenv.cfg" || -f "$MADE" ]] || not_a_venv "$problem"
       here="$(cd "$VENV" && pwd -P)"
       if [[ "$here" == / || "$here" == "$(cd "$ROOT" && pwd -P)" || "$here" == "$(cd ~ 2>/dev/null && pwd -P)" ]]; then
         die "'$VENV' holds a virtual environment that $problem, but it is also $ROOT, your home or /: course.sh will not rebuild it there. Point GOINGDEEPER_VENV at another folder."
       fi
       rebuild=1
+    elif [[ -n "$problem" ]]; then
+      # Someone else's virtual environment (uv venv, a GOINGDEEPER_VENV of one's own): never wiped.
+      [[ -f "$VENV/pyvenv.cfg" ]] || not_a_venv "$problem"
+      if [[ "$problem" != "it has no pip" ]]; then
+        die "the virtual environment $VENV (course.sh did not make it) $problem; course.sh will not rebuild it, as that would delete what is installed there. Repair or remove it yourself, or point GOINGDEEPER_VENV at a folder that does not exist yet (setup creates one there)."
+      fi
+      echo "course.sh: the virtual environment $VENV has no pip; installing it with ensurepip (nothing else in it changes)"
+      "$VENV/bin/python" -m ensurepip --upgrade >/dev/null ||
+        die "ensurepip could not install pip into $VENV, which course.sh did not make and will not rebuild (that would delete what is installed there). Install pip into it yourself (e.g. uv pip install --python '$VENV/bin/python' pip), or point GOINGDEEPER_VENV at a folder that does not exist yet (setup creates one there)."
     fi
   fi
   if [[ ! -d "$VENV" || -z "$(ls -A "$VENV")" || "$rebuild" == 1 ]]; then
     py="$(find_python)" || die "Python 3.11 is needed (the course pins torch==2.13.0 for it). Install it, or point PYTHON=/path/to/python3.11 at one."
+    # The marker comes first: a setup interrupted from here on leaves a folder course.sh knows it made.
+    mkdir -p "$VENV"
+    : > "$MADE"
     if [[ "$rebuild" == 1 ]]; then
       echo "course.sh: the virtual environment $VENV is incomplete (an earlier setup was interrupted?); rebuilding it"
-      # --clear: venv empties the folder (it holds pyvenv.cfg: a virtual environment) and makes it anew.
-      "$py" -m venv --clear "$VENV" || die "could not rebuild $VENV (on Debian/Ubuntu: apt install python3.11-venv)"
+      # Empty the folder but for the marker (entries only: a link is removed, never followed), then make it anew.
+      find "$VENV" -mindepth 1 -maxdepth 1 ! -name "$(basename "$MADE")" -exec rm -rf -- {} + ||
+        die "could not empty $VENV to rebuild it"
+      "$py" -m venv "$VENV" || die "could not rebuild $VENV (on Debian/Ubuntu: apt install python3.11-venv)"
     else
       echo "course.sh: creating the virtual environment $VENV with $py"
       "$py" -m venv "$VENV" || die "could not create $VENV (on Debian/Ubuntu: apt install python3.11-venv)"
     fi
-    : > "$MADE"
   fi
   echo "course.sh: installing the pinned packages into $VENV (first run takes a few minutes)"
   "$VENV/bin/python" -m pip install --quiet --upgrade pip

@@ -53,20 +53,36 @@ def test_course_sh_help_and_unknown_command(root):
     assert bad.returncode != 0 and "unknown command 'labb'" in bad.stderr and "bash course.sh help" in bad.stderr
 
 
-def _setup(root: Path, venv: Path, timeout: float = 900) -> subprocess.CompletedProcess:
-    """``GOINGDEEPER_VENV=venv bash course.sh setup``, as from a plain shell."""
+def _setup(root: Path, venv: Path, timeout: float = 900, **env_vars: str) -> subprocess.CompletedProcess:
+    """``GOINGDEEPER_VENV=venv bash course.sh setup``, as from a plain shell (``env_vars`` added)."""
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
     return subprocess.run(["bash", str(root / "course.sh"), "setup"], capture_output=True, text=True,
-                          env={**env, "GOINGDEEPER_VENV": str(venv)}, timeout=timeout)
+                          env={**env, **env_vars, "GOINGDEEPER_VENV": str(venv)}, timeout=timeout)
+
+
+def _offline(tmp_path: Path) -> dict[str, str]:
+    """pip's own settings for a package index with nothing in it: setup stops at its first install, in seconds."""
+    (tmp_path / "no wheels").mkdir(exist_ok=True)
+    return {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(tmp_path / "no wheels")}
+
+
+def _without_pip(venv: Path) -> Path:
+    """A virtual environment without pip (as `uv venv` makes one); returns its site-packages."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = venv / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    site.mkdir(parents=True, exist_ok=True)
+    return site
 
 
 def test_setup_rebuilds_a_venv_an_interrupted_setup_left_without_pip(root, tmp_path):
-    """A setup killed during `python -m venv` leaves a venv without pip: the next setup says so and rebuilds it.
+    """A setup killed during `python -m venv` leaves course.sh's marker and a venv without pip: the next
+    setup says so and rebuilds it.
 
     A real installation (about a minute from a local wheel cache), into a path with spaces.
     """
     venv = tmp_path / "a venv with spaces"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    _without_pip(venv)
+    (venv / ".goingdeeper-created").touch()  # written before `python -m venv` runs
     (venv / "left-over").write_text("from the interrupted setup")
     try:
         out = _setup(root, venv)
@@ -86,6 +102,50 @@ def test_setup_rebuilds_a_venv_an_interrupted_setup_left_without_pip(root, tmp_p
         assert again.returncode == 0 and again.stdout == "", again.stdout + again.stderr
     finally:
         shutil.rmtree(venv, ignore_errors=True)  # 1.6 GB
+
+
+def test_setup_rebuilds_a_folder_holding_only_its_marker(root, tmp_path):
+    """Interrupted before `python -m venv` wrote pyvenv.cfg: the marker (and a partial bin/) is course.sh's own."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / ".goingdeeper-created").touch()
+    out = _setup(root, venv, timeout=300, **_offline(tmp_path))
+    assert "is incomplete (an earlier setup was interrupted?); rebuilding it" in out.stdout, out.stdout + out.stderr
+    assert "installing the pinned packages" in out.stdout  # then pip finds no packages (offline): stop there
+    assert out.returncode != 0 and not (venv / ".goingdeeper-installed").exists()
+    assert (venv / "pyvenv.cfg").is_file() and (venv / ".goingdeeper-created").is_file()
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "import pip"]).returncode == 0
+
+
+def test_setup_gives_someone_elses_venv_pip_and_deletes_nothing(root, tmp_path):
+    """A GOINGDEEPER_VENV that course.sh did not make and that has no pip gets pip from ensurepip; not cleared."""
+    venv = tmp_path / "my venv"
+    site = _without_pip(venv)
+    (site / "mine.py").write_text("precious = True")
+    out = _setup(root, venv, timeout=300, **_offline(tmp_path))
+    assert (f"course.sh: the virtual environment {venv} has no pip; installing it with ensurepip "
+            "(nothing else in it changes)") in out.stdout, out.stdout + out.stderr
+    assert "rebuilding" not in out.stdout and "installing the pinned packages" in out.stdout, out.stdout
+    assert out.returncode != 0  # pip finds no packages (offline): the test stops there
+    assert (site / "mine.py").read_text() == "precious = True", "the venv was cleared"
+    assert not (venv / ".goingdeeper-created").exists()
+    assert subprocess.run([str(venv / "bin" / "python"), "-c", "import pip, mine"], cwd=tmp_path).returncode == 0
+
+
+def test_setup_refuses_someone_elses_venv_whose_python_does_not_run(root, tmp_path):
+    venv = tmp_path / "my venv"
+    site = _without_pip(venv)
+    (site / "mine.py").write_text("precious = True")
+    python = venv / "bin" / "python"
+    python.unlink()
+    python.write_text("#!/bin/sh\nexit 1\n")
+    python.chmod(0o755)
+    out = _setup(root, venv, timeout=60)
+    assert out.returncode != 0
+    assert (f"the virtual environment {venv} (course.sh did not make it) its python does not run; "
+            "course.sh will not rebuild it") in out.stderr, out.stderr
+    assert "creating" not in out.stdout and "installing" not in out.stdout, out.stdout
+    assert (site / "mine.py").read_text() == "precious = True" and (venv / "pyvenv.cfg").is_file()
 
 
 @pytest.mark.parametrize("what", ["folder", "file"])
