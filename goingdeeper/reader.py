@@ -151,7 +151,9 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool = F
             reason=f"ran past its timeout of {timeout:g} s{_where(nb, client)}",
         ) from None
     except CellExecutionError as exc:
-        error = f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", "") else str(exc).strip().splitlines()[-1]
+        lines = str(exc).strip().splitlines()
+        error = (f"{exc.ename}: {exc.evalue}" if getattr(exc, "ename", "")
+                 else lines[-1] if lines else type(exc).__name__)
         raise BuildError(f"{name} failed while the site was built:\n{exc}",
                          reason=f"{_one_line(error)}{_where(nb, client)}") from None
     return nb
@@ -160,6 +162,20 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool = F
 def _one_line(text: str, limit: int = 200) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _error(exc: BaseException) -> str:
+    """'TypeName: message', or the type's name alone when the message is empty."""
+    message = _one_line(str(exc))
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _shown(solutions: Path) -> str:
+    """How messages name the folder of solved assignments: ``solutions`` for the course's own, else its path."""
+    try:
+        return Path(solutions).resolve().relative_to(ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(solutions)
 
 
 def _where(nb: nbformat.NotebookNode, client) -> str:
@@ -218,7 +234,7 @@ def _index(pages: list[Page], *, fast: bool, version: str | None, failed: dict[s
 def _solution(folder: Path) -> Path:
     notebooks = sorted(folder.glob("*.ipynb"))
     if len(notebooks) != 1:
-        raise BuildError(f"solutions/{folder.name} should hold one notebook, not {len(notebooks)}")
+        raise BuildError(f"{_shown(folder.parent)}/{folder.name} should hold one notebook, not {len(notebooks)}")
     return notebooks[0]
 
 
@@ -232,7 +248,10 @@ def build_site(out_dir: Path, *, only: Iterable[str] | None = None, fast: bool =
 
     A notebook that fails does not stop the build: every other page is built, and the index lists
     the failed ones as not built, each with its reason. Then :class:`SiteIncomplete` is raised.
+    A ``solutions`` that is not a folder raises :class:`BuildError` before anything is built.
     """
+    if not solutions.is_dir():
+        raise BuildError(f"the solutions folder {solutions} does not exist or is not a folder")
     everything = sorted(p.name for p in solutions.iterdir() if p.is_dir() and p.name[:2].isdigit())
     chosen = list(only) if only else everything
     unknown = sorted(set(chosen) - set(everything))
@@ -251,9 +270,10 @@ def build_site(out_dir: Path, *, only: Iterable[str] | None = None, fast: bool =
         try:
             source = _solution(solutions / assignment)
             info = notebook_info(source)
-        except (BuildError, OSError, ValueError) as exc:  # no notebook, several, or one that cannot be read
+        except Exception as exc:  # noqa: BLE001 - no notebook, several, or one that cannot be read: the rest goes on
             pages.append(Page(NotebookInfo(assignment, assignment, ""), href))
-            failed[assignment] = exc.reason if isinstance(exc, BuildError) else _one_line(f"cannot be read: {exc}")
+            failed[assignment] = (exc.reason if isinstance(exc, BuildError)
+                                  else _one_line(f"cannot be read: {_error(exc)}"))
             log(f"site: {href} not built: {failed[assignment]}")
             continue
         pages.append(Page(info, href))
@@ -263,9 +283,9 @@ def build_site(out_dir: Path, *, only: Iterable[str] | None = None, fast: bool =
                 workdir = Path(tmp) / assignment
                 shutil.copytree(source.parent, workdir, ignore=shutil.ignore_patterns("*.ipynb", ".ipynb_checkpoints"))
                 executed[assignment] = execute_notebook(nb, workdir, fast=fast, timeout=timeout,
-                                                        name=f"solutions/{assignment}")
+                                                        name=f"{_shown(solutions)}/{assignment}")
         except Exception as exc:  # noqa: BLE001 - a failed cell, a timeout, a kernel that died: the rest goes on
-            failed[assignment] = exc.reason if isinstance(exc, BuildError) else _one_line(f"{type(exc).__name__}: {exc}")
+            failed[assignment] = exc.reason if isinstance(exc, BuildError) else _error(exc)
             log(f"site: {href} not built: {exc if isinstance(exc, BuildError) else failed[assignment]}")
             continue
         seconds[assignment] = time.monotonic() - started
@@ -299,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--solutions", type=Path, default=SOLUTIONS, metavar="FOLDER",
                         help="the solved assignments to build from (default: solutions/)")
     args = parser.parse_args(argv)
+    if not args.solutions.is_dir():
+        print(f"course.sh site: --solutions {args.solutions}: no such folder", file=sys.stderr)
+        return 2
     try:
         build_site(args.dir.resolve(), only=args.only, fast=args.fast, timeout=args.timeout,
                    solutions=args.solutions.resolve())

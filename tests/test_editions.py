@@ -415,6 +415,45 @@ def test_site_builds_every_page_it_can_when_a_notebook_fails(root, tmp_path):
     assert lines[start + 1:] == ["  02_broken: ValueError: the data file is missing (code cell 2)"], run.stderr
 
 
+def test_site_names_the_solutions_folder_and_survives_any_error_of_one_notebook(root, tmp_path, monkeypatch):
+    """A missing --solutions folder: one line, status 2. Any error of one notebook (reading its title, running it,
+    an empty message) costs that page only; messages name the folder actually used. No kernel runs here."""
+    from goingdeeper import reader
+
+    missing = tmp_path / "no such folder"
+    run = subprocess.run([sys.executable, "-m", "goingdeeper.reader", str(tmp_path / "site"),
+                          "--solutions", str(missing)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert run.stderr.strip().splitlines() == [f"course.sh site: --solutions {missing}: no such folder"], run.stderr
+    assert not (tmp_path / "site").exists()
+
+    solutions = _tiny_solutions(tmp_path / "my solutions")
+    info = reader.notebook_info
+
+    def notebook_info(path):
+        if path.parent.name == "01_first":
+            raise KeyError("cells")
+        return info(path)
+
+    def execute_notebook(nb, workdir, *, name, **kwargs):
+        if workdir.name == "02_broken":
+            raise RuntimeError()  # no message at all
+        assert name == f"{solutions}/{workdir.name}", name
+        return nb
+
+    monkeypatch.setattr(reader, "notebook_info", notebook_info)
+    monkeypatch.setattr(reader, "execute_notebook", execute_notebook)
+    (solutions / "04_empty").mkdir()
+    with pytest.raises(reader.SiteIncomplete) as failure:
+        reader.build_site(tmp_path / "site", solutions=solutions, log=lambda *a: None)
+    assert failure.value.failed == {
+        "01_first": "cannot be read: KeyError: 'cells'",
+        "02_broken": "RuntimeError",
+        "04_empty": f"{solutions}/04_empty should hold one notebook, not 0",
+    }
+    assert sorted(p.name for p in (tmp_path / "site").glob("*.html")) == ["03_third.html", "index.html"]
+
+
 def test_explorers_draw_static_figures_when_asked(monkeypatch):
     import matplotlib
 
