@@ -443,6 +443,7 @@ def fit_tiny_mlp(
     lr: float = 0.1,
     seed: int = 0,
     weights: list | None = None,
+    gradients: list | None = None,
 ) -> tuple[TinyMLP, list[float], list[float]]:
     """Train a :class:`TinyMLP` on ``points`` (n, 2) with ``labels`` (n,) in {+1, -1}, using only ``engine``.
 
@@ -452,7 +453,8 @@ def fit_tiny_mlp(
     descent). Returns the network and, per step, the loss and the training accuracy (the
     fraction of points with ``sign(score) == label``), both measured before that step's update.
     With ``weights`` (a list) given, each step appends to it the weights' values before its update,
-    in the order of :meth:`TinyMLP.parameters`.
+    in the order of :meth:`TinyMLP.parameters`; with ``gradients``, the grads the engine's
+    ``backward`` gave them in that step (each step's update is ``weights - lr * gradients``).
     """
     __tracebackhide__ = True
     points = np.asarray(points, dtype=float)
@@ -495,8 +497,11 @@ def fit_tiny_mlp(
         for p in params:
             p.grad = 0.0
         call(engine.backward, loss, name="backward")
-        for p in params:
-            p.data = float(p.data) - lr * as_number(p.grad, "a weight's grad")
+        grads = [as_number(p.grad, "a weight's grad") for p in params]
+        if gradients is not None:
+            gradients.append(grads)
+        for p, g in zip(params, grads):
+            p.data = float(p.data) - lr * g
     return net, losses, accuracies
 
 
@@ -519,6 +524,73 @@ def _hinge(weights: Sequence[float], points: np.ndarray, labels: np.ndarray) -> 
     return float(np.mean(np.maximum(1.0 - labels * scores, 0.0))), float(np.mean((scores > 0) == (labels > 0)))
 
 
+def _unpack_weights(weights: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """(w1 (hidden, 2), b1, w2, b2) from the weights in the order of :meth:`TinyMLP.parameters`."""
+    hidden = (len(weights) - 1) // 4
+    w = np.asarray(weights, dtype=float)
+    return w[: 2 * hidden].reshape(hidden, 2), w[2 * hidden: 3 * hidden], w[3 * hidden: -1], float(w[-1])
+
+
+def _weight_name(k: int, hidden: int) -> str:
+    """The name of the ``k``-th weight in the order of :meth:`TinyMLP.parameters`, e.g. ``w1[2][0]``."""
+    if k < 2 * hidden:
+        return f"w1[{k // 2}][{k % 2}]"
+    if k < 3 * hidden:
+        return f"b1[{k - 2 * hidden}]"
+    return f"w2[{k - 3 * hidden}]" if k < 4 * hidden else "b2"
+
+
+#: How far (relative to the sum of the absolute values of the terms that make it up) an engine's
+#: gradient of the tiny network's loss may be from numpy's. The engine works with Python floats
+#: (float64) and sums in another order: rounding moves a gradient by ~1e-16 of that sum. An engine
+#: whose numbers pass through float32 is off by ~1e-7. A gradient that is wrong misses or adds a
+#: whole term (one point's share, ~1e-2 here), so 1e-6 accepts every honest rounding and nothing else.
+GRADIENT_RTOL = 1e-6
+GRADIENT_ATOL = 1e-9
+#: Where a ReLU's input is within this (relative) distance of 0, rounding may put an engine on the
+#: other side of the kink than numpy: both one-sided derivatives are accepted there.
+KINK = 1e-9
+
+
+def _hinge_gradient(weights: Sequence[float], points: np.ndarray,
+                    labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gradient, tolerance) of :func:`_hinge`'s mean hinge loss with respect to the weights, in float64.
+
+    The gradient in closed form, as :func:`fit_tiny_mlp`'s graph defines it (no regularisation;
+    ReLU'(0) = 0, as the engine's ``relu``): with ``s = relu(x w1^T + b1) w2 + b2`` and
+    ``L = mean(relu(1 - y s))``, ``dL/ds_i = -y_i [1 - y_i s_i > 0] / n`` and back through the
+    hidden layer. The tolerance, per weight, is :data:`GRADIENT_RTOL` of the sum of the absolute
+    values of its terms plus :data:`GRADIENT_ATOL`, plus what a ReLU input within :data:`KINK` of
+    0 could change.
+    """
+    w1, b1, w2, b2 = _unpack_weights(weights)
+    n = len(points)
+    pre = points @ w1.T + b1                                  # (n, hidden)
+    h = np.maximum(pre, 0.0)
+    scores = h @ w2 + b2
+    margins = 1.0 - labels * scores
+    d_scores = -labels * (margins > 0) / n                    # dL/ds_i
+    d_pre = d_scores[:, None] * w2[None, :] * (pre > 0)       # dL/dpre_ij
+    gradient = np.concatenate([(d_pre.T @ points).ravel(), d_pre.sum(axis=0), h.T @ d_scores, [d_scores.sum()]])
+    # The size of each gradient's terms, and what the kinks may change.
+    a_scores, a_pre = np.abs(d_scores), np.abs(d_pre)
+    scale = np.concatenate([(a_pre.T @ np.abs(points)).ravel(), a_pre.sum(axis=0), h.T @ a_scores, [a_scores.sum()]])
+    at_kink = np.abs(margins) <= KINK * (1.0 + np.abs(scores))
+    unit_at_kink = np.abs(pre) <= KINK * (np.abs(b1) + np.abs(points) @ np.abs(w1).T)
+    d_scores_max = np.where(at_kink, 1.0 / n, a_scores)
+    pre_slack = np.abs(w2)[None, :] * d_scores_max[:, None] * (at_kink[:, None] | unit_at_kink)
+    score_slack = at_kink / n
+    slack = np.concatenate([(pre_slack.T @ np.abs(points)).ravel(), pre_slack.sum(axis=0), h.T @ score_slack,
+                            [score_slack.sum()]])
+    return gradient, GRADIENT_RTOL * scale + GRADIENT_ATOL + slack
+
+
+#: What notebook 01's test_engine_training asks of a run: the loss falls below this fraction of its
+#: first value, and the last accuracy is at least this (tests/test_package.py keeps them in step).
+TRAINED_LOSS_FRACTION = 0.3
+TRAINED_ACCURACY = 0.9
+
+
 def train_tiny_mlp(
     engine: Engine,
     points: np.ndarray,
@@ -535,7 +607,14 @@ def train_tiny_mlp(
     code in another process, where each of the engine's operations would be one request (about
     12,000 for 20 steps on 12 points); here the whole training is one request (see
     :func:`goingdeeper.checks.beside`). What comes back is checked here, with numpy: the weights
-    start where the seed puts them, and each step's loss is the loss of that step's weights.
+    start where the seed puts them, each step's loss is the loss of that step's weights, and each
+    step moves the weights by ``-lr`` times the gradients reported for that step.
+
+    Whether those gradients are the loss's (numpy's, :func:`_hinge_gradient`) is checked only for a
+    run that did what test_engine_training asks (:data:`TRAINED_LOSS_FRACTION`,
+    :data:`TRAINED_ACCURACY`): a report that made training look done without gradient descent fails
+    here. A run that did not train is returned as it is: an engine with a wrong ``backward`` gets
+    the test's own message (its loss did not fall), not one about gradients it could not know.
     """
     __tracebackhide__ = True
     points = np.asarray(points, dtype=float)
@@ -543,12 +622,15 @@ def train_tiny_mlp(
     result = beside(engine.Value, _train_tiny_mlp_here, engine.Value, engine.add, engine.mul, engine.sin,
                     engine.relu, engine.backward, points.tolist(), labels.tolist(),
                     hidden=int(hidden), steps=int(steps), lr=float(lr), seed=int(seed))
-    expect_true(isinstance(result, (list, tuple)) and len(result) == 2,
-                "training with your engine did not report its losses and weights.")
+    expect_true(isinstance(result, (list, tuple)) and len(result) == 3,
+                "training with your engine did not report its losses, weights and gradients.")
     losses = [as_number(v, "a loss") for v in result[0]]
     weights = [[as_number(w, "a weight") for w in row] for row in result[1]]
-    expect_true(len(losses) == len(weights) == steps and all(len(row) == 4 * hidden + 1 for row in weights),
-                f"training with your engine reported {len(losses)} of its {steps} steps.")
+    grads = [[as_number(g, "a gradient") for g in row] for row in result[2]]
+    expect_true(len(losses) == len(weights) == len(grads) == steps
+                and all(len(row) == 4 * hidden + 1 for row in weights + grads),
+                f"training with your engine reported {min(len(losses), len(weights), len(grads))} of its "
+                f"{steps} steps.")
     expect_true(np.allclose(weights[0], _initial_weights(hidden, seed), rtol=1e-6, atol=1e-12),
                 "training with your engine did not start from the network's initial weights.")
     accuracies = []
@@ -557,19 +639,45 @@ def train_tiny_mlp(
         expect_close(loss, want, f"the loss at step {step} of training", rtol=1e-6, atol=1e-9,
                      hint="Your engine's forward values disagree with the network's weights.")
         accuracies.append(accuracy)
+    # Each step is one step of gradient descent with the gradients reported for it: fit_tiny_mlp
+    # computes w - lr * g in Python floats, so only float32 storage in an engine's Value moves it.
+    w, g = np.asarray(weights), np.asarray(grads)
+    moved = w[:-1] - lr * g[:-1]
+    off = np.abs(w[1:] - moved) > 1e-9 + 1e-6 * np.abs(moved)
+    if off.any():
+        step, k = map(int, np.argwhere(off)[0])
+        raise CheckFailed(
+            f"training with your engine reported weights that are not gradient descent with its own gradients: "
+            f"at step {step + 1}, {_weight_name(k, hidden)} is {w[step + 1, k]:.9g}, but step {step} left it at "
+            f"{w[step, k]:.9g} - {lr:g} * {g[step, k]:.9g} = {moved[step, k]:.9g}. The report did not come "
+            "from scalar.fit_tiny_mlp's training.")
+    if losses[-1] < TRAINED_LOSS_FRACTION * losses[0] and accuracies[-1] >= TRAINED_ACCURACY:
+        # The run claims the network trained: it must have been gradient descent on the loss.
+        for step, (row, reported) in enumerate(zip(weights, g)):
+            true, tolerance = _hinge_gradient(row, points, labels)
+            wrong = np.abs(reported - true) > tolerance
+            if wrong.any():
+                k = int(np.argmax(wrong))
+                raise CheckFailed(
+                    f"training with your engine is not gradient descent on the network's loss: at step {step} "
+                    f"the gradient of the loss with respect to {_weight_name(k, hidden)} is {true[k]:.6g} "
+                    f"(computed with numpy), but {reported[k]:.6g} was used. The loss falling does not count "
+                    "when the gradients are not the loss's: check backward and the local gradients of add, "
+                    "mul and relu (their tests above compare them with torch).")
     return losses, accuracies
 
 
-def _train_tiny_mlp_here(Value: Any, add: Any, mul: Any, sin: Any, relu: Any, backward: Any,
-                         points: list, labels: list, **kwargs: Any) -> tuple[list[float], list[list[float]]]:
+def _train_tiny_mlp_here(Value: Any, add: Any, mul: Any, sin: Any, relu: Any, backward: Any, points: list,
+                         labels: list, **kwargs: Any) -> tuple[list[float], list[list[float]], list[list[float]]]:
     """:func:`train_tiny_mlp`'s work, done in the process that calls it (the student's, when graded):
-    the losses and, per step, the weights before its update."""
+    the losses and, per step, the weights before its update and the gradients the engine gave them."""
     __tracebackhide__ = True
     engine = Engine(Value, add, mul, sin, relu, backward)
     weights: list[list[float]] = []
+    gradients: list[list[float]] = []
     _, losses, _ = fit_tiny_mlp(engine, np.asarray(points, dtype=float), np.asarray(labels, dtype=float),
-                                weights=weights, **kwargs)
-    return [float(v) for v in losses], weights
+                                weights=weights, gradients=gradients, **kwargs)
+    return [float(v) for v in losses], weights, gradients
 
 
 def plot_tiny_mlp(

@@ -349,7 +349,7 @@ def test_student_mlp_training_loop_learns_digits_and_copies_arguments():
 
 
 
-def test_train_tiny_mlp_trains_in_one_request_where_the_engine_lives():
+def test_train_tiny_mlp_trains_in_one_request_where_the_engine_lives(root):
     """Graded by the course's grader, the training runs beside the student's code in one request (not ~12,000)."""
     import importlib
 
@@ -389,11 +389,44 @@ def test_train_tiny_mlp_trains_in_one_request_where_the_engine_lives():
         def _gd_build(self, factory, args, kwargs):
             return self.here
 
+    losses_of = lambda rows: [scalar._hinge(row, points, labels)[0] for row in rows]  # noqa: E731
+    start, trained = np.asarray(honest[1][0]), np.asarray(honest[1][-1])
+    # Weights that go straight from the start to the trained ones (losses and gradients made to agree).
+    straight = [list(start + (trained - start) * t / 19) for t in range(20)]
+    implied = [list((np.asarray(a) - np.asarray(b)) / 0.5) for a, b in zip(straight, straight[1:])]
+    jumped = [honest[1][0]] + [honest[1][-1]] * 19  # the trained weights from step 1 on
     for fake, complaint in [
-        (([honest[0][0], *np.linspace(0.5, 0.01, 19)], [honest[1][0]] * 20), "the loss at step 1"),  # no training
-        ((honest[0], [[w + 0.5 for w in row] for row in honest[1]]), "initial weights"),  # a better start
-        ((honest[0][:5], honest[1][:5]), "5 of its 20 steps"),
+        (([honest[0][0], *np.linspace(0.5, 0.01, 19)], [honest[1][0]] * 20, honest[2]),
+         "the loss at step 1"),  # no training
+        ((honest[0], [[w + 0.5 for w in row] for row in honest[1]], honest[2]), "initial weights"),  # a better start
+        ((honest[0][:5], honest[1][:5], honest[2][:5]), "5 of its 20 steps"),
+        ((honest[0], honest[1]), "did not report its losses, weights and gradients"),
+        ((losses_of(jumped), jumped, honest[2]),  # the engine's gradients, weights from elsewhere
+         r"not gradient descent with its own gradients: at step 1, w1\[0\]\[0\] is"),
+        ((losses_of(straight), straight, implied + implied[-1:]),  # gradients made up to fit the weights
+         r"not gradient descent on the network's loss: at step 0 the gradient of the loss with respect to"),
     ]:
         with pytest.raises(CheckFailed, match=complaint):
             faked = scalar.Engine(Faker(fake), remote.add, remote.mul, remote.sin, remote.relu, remote.backward)
             scalar.train_tiny_mlp(faked, points, labels, hidden=4, steps=20, lr=0.5, seed=3)
+    assert scalar._hinge(straight[-1], points, labels)[0] < 0.3 * honest[0][0], "the made-up run looks trained"
+
+    # An engine with a wrong backward trains honestly and badly: its run comes back as it is, so that the
+    # notebook's test says what it says (the loss did not fall), not something about gradients.
+    def backward(root):  # assigns where it should accumulate
+        root.grad = 1.0
+        for node in reversed(REF.topological_order(root)):
+            for parent, local in zip(node.parents, node.local_grads):
+                parent.grad = local * node.grad
+
+    wrong = scalar.Engine(*(Remote(getattr(REF.ENGINE, n)) for n in names[:-1]), Remote(backward))
+    losses, accuracies = scalar.train_tiny_mlp(wrong, points, labels, hidden=4, steps=20, lr=0.5, seed=3)
+    assert not (losses[-1] < 0.3 * losses[0] and accuracies[-1] >= 0.9)
+    # The gradients are checked for a run that claims what test_engine_training asks: the same numbers.
+    import json
+
+    cells = json.loads((root / "solutions" / "01_computational_graphs" / "01_computational_graphs.ipynb")
+                       .read_text())["cells"]
+    test = next("".join(c["source"]) for c in cells if "scalar.train_tiny_mlp(" in "".join(c["source"]))
+    assert f"losses_t[-1] < {scalar.TRAINED_LOSS_FRACTION} * losses_t[0]" in test, test
+    assert f"acc_t[-1] >= {scalar.TRAINED_ACCURACY}" in test, test
