@@ -13,9 +13,10 @@ message and the line of the test cell, not the inside of this module.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 __all__ = [
     "CheckFailed",
@@ -165,7 +166,7 @@ def _warning_hint(category: type) -> str:
     return " A right answer runs without warnings."
 
 
-def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) -> Any:
+def call(function: Any, *args: Any, name: str | None = None, copy: bool = True, watch: bool = True) -> Any:
     """Call a student's function and turn the usual early mistakes into clear messages.
 
     The arguments are copied first (arrays and tensors, also inside lists, tuples and dicts), so
@@ -174,7 +175,9 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) 
     placeholder) becomes "not implemented yet"; a missing or non-callable object says so; any
     other exception is reported with its type, message and the line of the student's code that
     raised it. A numeric or user warning raised while the function runs fails the check too
-    (plain nbgrader would score the cell 0 for the warning it prints), with a hint.
+    (plain nbgrader would score the cell 0 for the warning it prints), with a hint. A loop that
+    makes thousands of calls passes ``watch=False`` and runs inside one :func:`no_warnings` block
+    instead (recording warnings costs more than a small function's own work).
     """
     __tracebackhide__ = True
     import warnings
@@ -185,8 +188,12 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) 
     if copy:
         args = tuple(_copied(a) for a in args)
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        if watch:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = function(*args)
+        else:
+            caught = []
             result = function(*args)
     except NotImplementedError:
         _fail(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code.")
@@ -201,6 +208,12 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) 
     except Exception as exc:  # noqa: BLE001 - reported to the student in words
         where = student_line(exc)
         _fail(f"{label} raised {type(exc).__name__}: {exc}" + (f" (at {where})" if where else ""))
+    _fail_on_loud_warnings(caught, label)
+    return result
+
+
+def _fail_on_loud_warnings(caught: list, label: str) -> None:
+    __tracebackhide__ = True
     loud = [w for w in caught if not issubclass(w.category, _QUIET_WARNINGS)]
     if loud:
         w = loud[0]
@@ -212,7 +225,19 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True) 
         elif w.filename == "<student's code>":
             line = f" (at line {w.lineno} of your code)"
         _fail(f"{label} raised a warning, {w.category.__name__}: {w.message}{line}.{_warning_hint(w.category)}")
-    return result
+
+
+@contextlib.contextmanager
+def no_warnings(label: str) -> Iterator[None]:
+    """Fail as :func:`call` does when the code in the block raises a numeric or user warning: for a
+    loop of ``call(..., watch=False)``, one record of warnings instead of one per call."""
+    __tracebackhide__ = True
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    _fail_on_loud_warnings(caught, label)
 
 
 def is_a(obj: Any, cls: type) -> bool:

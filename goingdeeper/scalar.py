@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, as_number, beside, call, expect_close, expect_true, read_path
+from .checks import CheckFailed, as_number, beside, call, expect_close, expect_true, no_warnings, read_path
 
 __all__ = [
     "Engine",
@@ -422,14 +422,18 @@ class TinyMLP:
 
 
 def _score(engine: Engine, net: TinyMLP, x: np.ndarray) -> Any:
-    """The network's score for one point, built from the engine's operations (a fresh graph)."""
+    """The network's score for one point, built from the engine's operations (a fresh graph). Called
+    inside :func:`~goingdeeper.checks.no_warnings` (see :func:`_fit_step`)."""
+    __tracebackhide__ = True
     V = engine.Value
     out = net.b2
     for w_row, b, w_out in zip(net.w1, net.b1, net.w2):
         pre = b
         for w, xi in zip(w_row, x):
-            pre = call(engine.add, pre, call(engine.mul, w, call(V, float(xi), name="Value"), name="mul"), name="add")
-        out = call(engine.add, out, call(engine.mul, w_out, call(engine.relu, pre, name="relu"), name="mul"), name="add")
+            product = call(engine.mul, w, call(V, float(xi), name="Value", watch=False), name="mul", watch=False)
+            pre = call(engine.add, pre, product, name="add", watch=False)
+        unit = call(engine.relu, pre, name="relu", watch=False)
+        out = call(engine.add, out, call(engine.mul, w_out, unit, name="mul", watch=False), name="add", watch=False)
     return out
 
 
@@ -466,7 +470,7 @@ def fit_tiny_mlp(
     start = iter(_initial_weights(hidden, seed))
 
     def weight() -> Any:
-        return call(V, next(start), name="Value")
+        return call(V, next(start), name="Value", watch=False)
 
     net = TinyMLP(
         w1=[[weight(), weight()] for _ in range(hidden)],
@@ -478,31 +482,48 @@ def fit_tiny_mlp(
     losses: list[float] = []
     accuracies: list[float] = []
     for _ in range(steps):
-        if weights is not None:
-            weights.append([float(p.data) for p in params])
-        total = call(V, 0.0, name="Value")
-        correct = 0
-        for x, y in zip(points, labels):
-            score = _score(engine, net, x)
-            correct += int((as_number(score.data, "score") > 0) == (y > 0))
-            margin = call(engine.add, call(V, 1.0, name="Value"),
-                          call(engine.mul, call(V, -float(y), name="Value"), score, name="mul"), name="add")
-            total = call(engine.add, total, call(engine.relu, margin, name="relu"), name="add")
-        loss = call(engine.mul, total, call(V, 1.0 / len(points), name="Value"), name="mul")
-        value = as_number(loss.data, "the loss")
-        if not math.isfinite(value):
-            raise CheckFailed(f"the loss became {value} after {len(losses)} steps: a gradient is far off.")
-        losses.append(value)
-        accuracies.append(correct / len(points))
-        for p in params:
-            p.grad = 0.0
-        call(engine.backward, loss, name="backward")
-        grads = [as_number(p.grad, "a weight's grad") for p in params]
-        if gradients is not None:
-            gradients.append(grads)
-        for p, g in zip(params, grads):
-            p.data = float(p.data) - lr * g
+        with no_warnings("training with your engine"):  # one record of warnings per step, not per operation
+            loss, accuracy = _fit_step(engine, net, params, points, labels, lr, weights, gradients, len(losses))
+        losses.append(loss)
+        accuracies.append(accuracy)
     return net, losses, accuracies
+
+
+def _fit_step(engine: Engine, net: TinyMLP, params: list, points: np.ndarray, labels: np.ndarray, lr: float,
+              weights: list | None, gradients: list | None, done: int) -> tuple[float, float]:
+    """One step of :func:`fit_tiny_mlp` (``done`` steps before it): (loss, accuracy) before the
+    update, which moves the weights. Each call of the engine is :func:`call` without its own record
+    of warnings: fit_tiny_mlp keeps one per step."""
+    __tracebackhide__ = True
+    V = engine.Value
+
+    def op(function: Any, *args: Any, name: str) -> Any:
+        __tracebackhide__ = True
+        return call(function, *args, name=name, watch=False)
+
+    if weights is not None:
+        weights.append([float(p.data) for p in params])
+    total = op(V, 0.0, name="Value")
+    correct = 0
+    for x, y in zip(points, labels):
+        score = _score(engine, net, x)
+        correct += int((as_number(score.data, "score") > 0) == (y > 0))
+        margin = op(engine.add, op(V, 1.0, name="Value"),
+                    op(engine.mul, op(V, -float(y), name="Value"), score, name="mul"), name="add")
+        total = op(engine.add, total, op(engine.relu, margin, name="relu"), name="add")
+    loss = op(engine.mul, total, op(V, 1.0 / len(points), name="Value"), name="mul")
+    value = as_number(loss.data, "the loss")
+    if not math.isfinite(value):
+        raise CheckFailed(f"the loss became {value} after {done} steps: a gradient is far off.")
+    for p in params:
+        p.grad = 0.0
+    op(engine.backward, loss, name="backward")
+    grads = [as_number(p.grad, "a weight's grad") for p in params]
+    if gradients is not None:
+        gradients.append(grads)
+    for p, g in zip(params, grads):
+        p.data = float(p.data) - lr * g
+    return value, correct / len(points)
 
 
 def _initial_weights(hidden: int, seed: int) -> list[float]:

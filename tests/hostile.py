@@ -591,7 +591,9 @@ CASES += [
     # this copying engine 8, the patched runner earns 6.)
     Case("copies_pass_as_the_input_nodes", lambda s, r, c: _with(_with(s, "engine_add_mul", COPYING_ENGINE),
                                                                    "engine_sin_relu", COPYING_UNARY),
-         FULL - 2 - 2 - 2 - 3 - 1, flags=("stack frames",)),
+         # copy.copy on every operation makes the notebook's own training cell (not a test) run ~9 s here: under
+         # CI's load it can pass the 15 s cell limit. That is this student's code being slow; the score is the same.
+         FULL - 2 - 2 - 2 - 3 - 1, status=("graded", "problems"), flags=("stack frames",)),
     # 11. namespace writes are flagged; a runner-chosen flag cannot become a spreadsheet formula; odd metadata
     Case("patches_through_vars", lambda s, r, c: _insert_after(_with(s, "sin_graph", WRONG["sin_graph"]), "setup",
                                                                 VARS_PATCH), FULL - 2, flags=("namespace",)),

@@ -99,6 +99,14 @@ def _open(page, base: str, path: str) -> None:
                            "document.body.innerText.includes('| Idle')", timeout=90_000)
 
 
+def _wait_until_all_cells_ran(page, timeout_s: float) -> None:
+    """Wait until no cell of the open notebook is running or queued (its prompt shows ``[*]``)."""
+    page.wait_for_function(
+        "() => { const prompts = document.querySelectorAll('.jp-InputArea-prompt');"
+        " return prompts.length > 0 && ![...prompts].some(p => p.textContent.includes('*')); }",
+        timeout=timeout_s * 1000)
+
+
 def _menu(page, menu: str, item: str) -> None:
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(f"^{menu}$")).click()
     page.locator(".lm-Menu-itemLabel", has_text=re.compile(f"^{re.escape(item)}$")).first.click()
@@ -184,6 +192,9 @@ def test_explorer_redraws_when_a_slider_moves(lab, browser, assignment):
     _menu(page, "Run", "Run All Cells")
     figure = page.locator(".widget-output img").first
     figure.wait_for(timeout=RUN_ALL_TIMEOUT_S * 1000)
+    # The explorer draws while later cells are still queued: a slider moved now would wait behind them
+    # (under CI's load, longer than the redraw's limit). Move it once every cell has run.
+    _wait_until_all_cells_ran(page, RUN_ALL_TIMEOUT_S)
     figure.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / f"{assignment}_explorer_before.png"))
     before = figure.get_attribute("src")

@@ -289,6 +289,27 @@ def test_fit_tiny_mlp_fails_to_learn_with_a_broken_backward():
     assert not (losses[-1] < 0.3 * losses[0] and accuracies[-1] >= 0.9)
 
 
+def test_fit_tiny_mlp_names_a_warning_and_an_error_of_the_engine():
+    """fit_tiny_mlp keeps one record of warnings per step (not one per operation): a warning still fails."""
+    import warnings as w
+
+    def relu(a):
+        if a.data < 0:
+            w.warn("overflow encountered", RuntimeWarning)
+        return REF.relu(a)
+
+    def mul(a, b):
+        raise ValueError("no multiplication today")
+
+    points, labels = scalar.two_moons(12, seed=3, noise=0.05)
+    noisy = scalar.Engine(REF.Value, REF.add, REF.mul, REF.sin, relu, REF.backward)
+    with pytest.raises(CheckFailed, match="training with your engine raised a warning, RuntimeWarning: overflow"):
+        scalar.fit_tiny_mlp(noisy, points, labels, hidden=4, steps=3, lr=0.5, seed=3)
+    broken = scalar.Engine(REF.Value, REF.add, mul, REF.sin, REF.relu, REF.backward)
+    with pytest.raises(CheckFailed, match="mul raised ValueError: no multiplication today"):
+        scalar.fit_tiny_mlp(broken, points, labels, hidden=4, steps=3, lr=0.5, seed=3)
+
+
 def test_check_node_checks_the_recorded_op():
     a, b = REF.Value(2.0), REF.Value(3.0)
     node = REF.Value(6.0, (a, b), (3.0, 2.0), "+")
