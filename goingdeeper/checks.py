@@ -370,3 +370,16 @@ def expect_array_close(
         f"{name} is wrong: the largest error is {float(error.max()):.3g}{where} "
         f"(expected {want_text}, got {got_text}).{diagnosis} {hint}".strip()
     )
+
+
+def own_work(*names: str, torch: bool = True, allow: Sequence[str] = ()) -> None:
+    """Fail unless the answer that defines ``names`` is the student's own code (read, never run).
+
+    It may not call, subclass, import, exec or read the source of the course's package, except the
+    dotted names in ``allow`` (``"cifar.normalize"``); with ``torch=False`` (derivations by hand) it
+    may not use torch. See :mod:`goingdeeper.ownwork`.
+    """
+    __tracebackhide__ = True
+    from .ownwork import check_own_work
+
+    check_own_work(names, torch=torch, allow=allow)

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from goingdeeper import ownwork
+
 from . import boundary
 from .boundary import ANSWER, STUDENT, TEST, PlannedCell
 from .trusted import CellTimeout, Limits, Remote, RemoteGlobals, RunnerDied, Sandbox, SandboxSetupError
@@ -93,7 +95,7 @@ FRAME_ATTRIBUTES = {"f_back", "f_globals", "f_locals", "tb_frame", "gi_frame", "
 COURSE_MODULES = ("numpy", "torch", "torch.nn", "torch.nn.functional", "goingdeeper", "goingdeeper.checks",
                   "goingdeeper.scalar", "goingdeeper.fc", "goingdeeper.bn", "goingdeeper.resnet", "goingdeeper.models",
                   "goingdeeper.degradation", "goingdeeper.cifar", "goingdeeper.train", "goingdeeper.plotting",
-                  "goingdeeper.grading")
+                  "goingdeeper.grading", "goingdeeper.ownwork")
 _loaded = False
 
 
@@ -289,6 +291,7 @@ class Session:
             result.note(note)
         self.remote = Remote(self.sandbox)
         self.executed: list[str] = []  # sources of runner cells that ran, for replays
+        self.history: list[str] = []  # every cell sent to the runner, as IPython's input history would hold them
         self.restarts = 0
         self.alarm = _Alarm(lambda: self.sandbox.in_request > 0)
 
@@ -326,6 +329,7 @@ class Session:
     def run_student_cell(self, cell) -> list[dict]:
         self.ensure_running()
         budget = self.cell_budget()
+        self.history.append(cell.source)
         try:
             reply = self.sandbox.request({"op": "run", "source": cell.source}, budget, "running this cell")
         except RunnerDied as exc:
@@ -435,6 +439,18 @@ class Session:
         self.sandbox.start(self._deadline())
         trusted = boundary.trusted_namespace(setup_source)
         namespace = RemoteGlobals(self.remote, trusted)
+        # The test cells' own_work reads the answers from the submission's cells (never from the student's
+        # process): the course's set-up cell and every cell sent to the runner, in order.
+        ownwork.GRADER_HOOK = ownwork.GraderHook(lambda: [setup_source, *self.history],
+                                                 lambda text: boundary.add_flag(self.result.flags, text))
+        try:
+            self._grade_cells(planned, namespace)
+        finally:
+            ownwork.GRADER_HOOK = None
+        self.check_setup_names(trusted)
+        self.collect_tamper_report()
+
+    def _grade_cells(self, planned: list[PlannedCell], namespace: RemoteGlobals) -> None:
         for item in planned:
             cell = item.cell
             if cell.cell_type != "code":
@@ -453,8 +469,6 @@ class Session:
                         boundary.add_flag(self.result.flags, flag)
                 cell.outputs = self.run_student_cell(cell)
             cell.execution_count = None
-        self.check_setup_names(trusted)
-        self.collect_tamper_report()
 
     def close(self) -> None:
         self.sandbox.kill()

@@ -1,0 +1,404 @@
+"""Is an answer the student's own code? Read statically from the cells' source, never run.
+
+A point must mean the student wrote the thing. The course's package (``goingdeeper``) draws
+figures, loads data and checks answers; an answer that calls, subclasses, imports, ``exec``\\ s or
+reads the source of it is not the student's work, whatever it returns. Derivation exercises
+(notebooks 01-03: backprop by hand in numpy) may not use torch either: its autograd would do the
+derivation.
+
+:func:`find_breaches` reads the source of the cells that ran (the set-up cell and the student's),
+finds the definitions of the answer's names (the last ``def``, ``class`` or assignment of each),
+and walks them and every function, class or value of the student's that they use, in any cell:
+
+* a **breach** (the test scores 0, the message names the rule and the line): a name bound to the
+  course's package (``scalar.sin_graph_torch``, ``class B(models.PreActBlock)``,
+  ``inspect.getsource(goingdeeper.models)``), an ``import`` of it; with ``torch=False``, any use
+  of torch;
+* an **evasive form** (a flag for the instructor; the score is the tests'): what could reach code
+  without naming it: ``exec``/``eval``/``compile``/``__import__``, ``importlib``, ``inspect``,
+  ``sys.modules``, ``globals()``/``vars()``, ``__globals__``/``__builtins__``/``__subclasses__``,
+  ``getattr`` with a computed name.
+
+Both graders apply the same reading to the same text: in the student's kernel (plain nbgrader,
+the student edition) the text is IPython's input history; in the grading command it is the
+submission's cells, handed over by the grader (:data:`GRADER_HOOK`), in the grader's process.
+A reader can be fooled by code built at run time: that is what the flags are for.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+#: The course's own package. Its modules are not the student's to call.
+COURSE_PACKAGE = "goingdeeper"
+
+EVASIVE_CALLS = {"exec", "eval", "compile", "__import__", "globals", "vars", "locals"}
+EVASIVE_NAMES = {"importlib", "inspect", "__builtins__", "builtins"}
+EVASIVE_ATTRIBUTES = {"__globals__", "__builtins__", "__subclasses__", "__code__", "__dict__"}
+
+RULE_COURSE = ("an answer may not call, subclass, import, exec or read the source of the course's own package "
+               f"({COURSE_PACKAGE}): write it yourself")
+RULE_TORCH = ("this exercise derives by hand, so its answer may not use torch (autograd would do the derivation): "
+              "use numpy and math")
+
+
+@dataclass(frozen=True)
+class Breach:
+    name: str  # the answer's name whose code (or a helper of it) breaks the rule
+    rule: str
+    line: int  # line in its cell
+    text: str  # that line, stripped
+    what: str  # what was used ('goingdeeper.scalar.sin_graph_torch', 'torch')
+    via: str = ""  # '' when in the answer's own definition, else the helper or statement it relies on
+
+    def message(self) -> str:
+        where = "its cell" if not self.via else self.via
+        return (f"{self.name} uses {self.what} (line {self.line} of {where}: {self.text}), but {self.rule}. "
+                "This test gives its points to code that does not.")
+
+
+@dataclass(frozen=True)
+class Evasion:
+    name: str
+    line: int
+    text: str
+    what: str
+
+    def flag(self) -> str:
+        return f"{self.name} uses {self.what}, which can reach code without naming it (line {self.line}: {self.text})"
+
+
+@dataclass
+class _Definition:
+    node: ast.AST
+    lines: list[str]  # its cell's lines
+
+
+def _parse(source: str) -> ast.Module | None:
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        pass
+    # IPython magics (%time, !ls) as the kernel would not see them: drop those lines and retry.
+    kept = "\n".join("" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines())
+    try:
+        return ast.parse(kept)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return None
+
+
+def _bound_names(target: ast.AST) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for element in target.elts for n in _bound_names(element)]
+    if isinstance(target, ast.Starred):
+        return _bound_names(target.value)
+    return []
+
+
+def _imports(node: ast.AST) -> list[tuple[str, str]]:
+    """(bound name, dotted module path) for an import statement."""
+    if isinstance(node, ast.Import):
+        return [(a.asname or a.name.split(".")[0], a.name if a.asname else a.name.split(".")[0]) for a in node.names]
+    if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+        return [(a.asname or a.name, f"{node.module}.{a.name}") for a in node.names if a.name != "*"]
+    return []
+
+
+def _is_course(path: str) -> bool:
+    return path == COURSE_PACKAGE or path.startswith(COURSE_PACKAGE + ".")
+
+
+def _is_torch(path: str) -> bool:
+    return path == "torch" or path.startswith("torch.")
+
+
+class _Reader:
+    def __init__(self, sources: Iterable[str]) -> None:
+        self.imports: dict[str, str] = {}  # name -> dotted path, for names the cells bound by import (last wins)
+        self.definitions: dict[str, _Definition] = {}  # top-level name -> its last definition
+        # Top-level statements that may define names at run time (exec, globals()[...] = ...): they stand
+        # for any name the answer uses that no def, class, assignment or import binds.
+        self.dynamic: list[_Definition] = []
+        for source in sources:
+            tree = _parse(source)
+            if tree is None:
+                continue
+            lines = source.splitlines()
+            for node in _module_level(tree.body):  # in the order they run: the last binding of a name wins
+                if _may_define_at_run_time(node):
+                    self.dynamic.append(_Definition(node, lines))
+                imported = dict(_imports(node))
+                for name in self._defines(node):
+                    self.definitions[name] = _Definition(node, lines)
+                    path = imported.get(name)
+                    if path is not None and (_is_course(path) or _is_torch(path)):
+                        self.imports[name] = path
+                    else:
+                        self.imports.pop(name, None)
+
+    @staticmethod
+    def _defines(node: ast.AST) -> list[str]:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return [node.name]
+        if isinstance(node, ast.Assign):
+            return [n for t in node.targets for n in _bound_names(t)]
+        if isinstance(node, (ast.AnnAssign, ast.AugAssign)) and node.value is not None:
+            return _bound_names(node.target)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            return [name for name, _ in _imports(node)]
+        return []
+
+
+def _module_level(body: list) -> Iterable[ast.stmt]:
+    """The statements that run at module level: the cell's, and those inside its if, try, with, for and
+    while blocks (not inside functions or classes)."""
+    for node in body:
+        if isinstance(node, (ast.If, ast.For, ast.AsyncFor, ast.While, ast.With, ast.AsyncWith, ast.Try)):
+            yield from _module_level([*getattr(node, "body", []), *getattr(node, "orelse", []),
+                                      *getattr(node, "finalbody", []),
+                                      *(stmt for h in getattr(node, "handlers", []) for stmt in h.body)])
+            if isinstance(node, (ast.For, ast.AsyncFor)):  # the loop variable
+                yield ast.copy_location(ast.Assign(targets=[node.target], value=node.iter), node)
+            elif isinstance(node, (ast.With, ast.AsyncWith)):
+                for item in node.items:
+                    if item.optional_vars is not None:
+                        yield ast.copy_location(ast.Assign(targets=[item.optional_vars], value=item.context_expr),
+                                                node)
+        else:
+            yield node
+
+
+def _may_define_at_run_time(statement: ast.AST) -> bool:
+    """Does a top-level statement call exec/eval/compile/__import__ or reach a namespace (globals())?"""
+    for node in ast.walk(statement):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in EVASIVE_CALLS:
+            return True
+        if isinstance(node, ast.Name) and node.id in EVASIVE_NAMES:
+            return True
+        if isinstance(node, ast.Attribute) and node.attr in EVASIVE_ATTRIBUTES:
+            return True
+    return False
+
+
+BUILTIN_NAMES = frozenset(dir(__import__("builtins")))
+
+
+def _local_names(function: ast.AST) -> set[str]:
+    """Names a function binds itself (parameters, assignments, loop variables, its own imports and defs)."""
+    names: set[str] = set()
+    args = function.args  # type: ignore[attr-defined]
+    for a in [*args.posonlyargs, *args.args, *args.kwonlyargs, args.vararg, args.kwarg]:
+        if a is not None:
+            names.add(a.arg)
+    declared_global: set[str] = set()
+    for node in ast.walk(function):
+        if isinstance(node, ast.Global):
+            declared_global.update(node.names)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and node is not function:
+            names.add(node.name)
+        elif isinstance(node, ast.arg) and node is not function:
+            names.add(node.arg)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update(name for name, _ in _imports(node))
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            names.add(node.name)
+    return names - declared_global
+
+
+def _dotted(node: ast.AST) -> tuple[str, list[str]] | None:
+    """``a.b.c`` as ('a', ['b', 'c']); None for anything else."""
+    parts: list[str] = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if isinstance(node, ast.Name):
+        return node.id, list(reversed(parts))
+    return None
+
+
+def find_breaches(sources: Sequence[str], names: Sequence[str], *, torch: bool = True,
+                  allow: Sequence[str] = ()) -> tuple[list[Breach], list[Evasion], list[str]]:
+    """(breaches, evasive forms, names not found) for the answer made of ``names``, read from ``sources``.
+
+    ``sources``: the cells that ran, in order (the set-up cell among them). ``allow``: dotted paths
+    of the course's package this answer may use (``goingdeeper.cifar.normalize``: plumbing that is
+    not an exercise). Each breach and evasion is reported once per line.
+    """
+    reader = _Reader(sources)
+    breaches: list[Breach] = []
+    evasions: list[Evasion] = []
+    missing = [n for n in names if n not in reader.definitions]
+    seen_definitions: set[int] = set()
+    reported: set[tuple[str, int, str]] = set()
+    # (answer name, definition to read)
+    queue: list[tuple[str, _Definition]] = [(n, reader.definitions[n]) for n in names if n in reader.definitions]
+    queue += [(n, d) for n in missing for d in reader.dynamic]
+
+    def allowed(path: str) -> bool:
+        return any(path == a or path.startswith(a + ".") for a in allow)
+
+    while queue:
+        answer, definition = queue.pop(0)
+        if id(definition.node) in seen_definitions:
+            continue
+        seen_definitions.add(id(definition.node))
+        lines = definition.lines
+        own = _Reader._defines(definition.node)
+        via = "" if answer in own else (f"the cell of {own[0]}, which it uses" if own else
+                                        "a cell that defines names while it runs")
+
+        def text(node: ast.AST) -> tuple[int, str]:
+            line = getattr(node, "lineno", 1)
+            return line, (lines[line - 1].strip() if 0 < line <= len(lines) else "")[:200]
+
+        def breach(node: ast.AST, rule: str, what: str) -> None:
+            line, code = text(node)
+            if (answer, line, rule) not in reported:
+                reported.add((answer, line, rule))
+                breaches.append(Breach(answer, rule, line, code, what, via))
+
+        def evasion(node: ast.AST, what: str) -> None:
+            line, code = text(node)
+            if (answer, line, "evasion") not in reported:
+                reported.add((answer, line, "evasion"))
+                evasions.append(Evasion(answer, line, code, what))
+
+        def global_path(node: ast.AST, local: set[str]) -> str | None:
+            """The dotted path a global name (with its attributes) stands for, when bound by an import."""
+            dotted = _dotted(node)
+            if dotted is None or dotted[0] in local or dotted[0] not in reader.imports:
+                return None
+            return ".".join([reader.imports[dotted[0]], *dotted[1]])
+
+        def visit(node: ast.AST, local: set[str]) -> None:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                for default in [*node.args.defaults, *node.args.kw_defaults]:
+                    if default is not None:
+                        visit(default, local)
+                if not isinstance(node, ast.Lambda):
+                    for decorator in node.decorator_list:
+                        visit(decorator, local)
+                    if node.returns is not None:
+                        visit(node.returns, local)
+                inner = local | _local_names(node)
+                for child in (node.body if isinstance(node.body, list) else [node.body]):
+                    visit(child, inner)
+                return
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                for _, path in _imports(node):
+                    if _is_course(path) and not allowed(path):
+                        breach(node, RULE_COURSE, f"an import of {path}")
+                    elif _is_torch(path) and not torch:
+                        breach(node, RULE_TORCH, "torch")
+                    elif path.split(".")[0] in ("importlib", "inspect", "builtins"):
+                        evasion(node, f"an import of {path}")
+                if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and \
+                        node.module.split(".")[0] in ("importlib", "inspect", "builtins"):
+                    evasion(node, f"an import from {node.module}")
+                return
+            if isinstance(node, (ast.Attribute, ast.Name)) and isinstance(getattr(node, "ctx", None), ast.Load):
+                path = global_path(node, local)
+                if path is not None:
+                    if _is_course(path) and not allowed(path):
+                        breach(node, RULE_COURSE, path)
+                        return
+                    if _is_torch(path) and not torch:
+                        breach(node, RULE_TORCH, path)
+                        return
+                    if _is_course(path) or _is_torch(path):
+                        return
+                if isinstance(node, ast.Name):
+                    if node.id not in local:
+                        if node.id in EVASIVE_NAMES:
+                            evasion(node, node.id)
+                        elif node.id in reader.definitions and node.id not in reader.imports:
+                            queue.append((answer, reader.definitions[node.id]))
+                        elif node.id not in reader.imports and node.id not in BUILTIN_NAMES:
+                            queue.extend((answer, d) for d in reader.dynamic)
+                    return
+                if node.attr in EVASIVE_ATTRIBUTES or (node.attr == "modules" and _dotted(node.value) == ("sys", [])):
+                    evasion(node, f".{node.attr}")
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) and func.id not in local else None
+                if called in EVASIVE_CALLS:
+                    evasion(node, f"{called}()")
+                if called == "getattr" and len(node.args) >= 2 and not isinstance(node.args[1], ast.Constant):
+                    evasion(node, "getattr with a computed name")
+            for child in ast.iter_child_nodes(node):
+                visit(child, local)
+
+        node = definition.node
+        if isinstance(node, ast.ClassDef):
+            for base in [*node.bases, *(k.value for k in node.keywords), *node.decorator_list]:
+                visit(base, set())
+            class_local = {n for stmt in node.body for n in _Reader._defines(stmt)}
+            for stmt in node.body:
+                # Methods see module globals, not the class's names; the class body sees both.
+                visit(stmt, set() if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef)) else class_local)
+        else:
+            visit(node, set())
+    return breaches, evasions, missing
+
+
+# -- where the text comes from ---------------------------------------------------------------------
+class GraderHook:
+    """Set by the grading command in its own process: the submission's cells and a place for flags."""
+
+    def __init__(self, sources: Callable[[], list[str]], flag: Callable[[str], None]) -> None:
+        self.sources = sources
+        self.flag = flag
+
+
+#: None in the student's kernel (the text is IPython's input history); the grading command sets it.
+GRADER_HOOK: GraderHook | None = None
+
+
+def _kernel_sources() -> list[str] | None:
+    """The kernel's input history, less the course's test cells (they open with ``own_work(...)``): the
+    grading command reads the student's cells only, and a test's own names must not stand for an answer's."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    shell = get_ipython()
+    if shell is None or getattr(shell, "history_manager", None) is None:
+        return None
+    return [s for s in shell.history_manager.input_hist_parsed if s and not _is_test_cell(s)]
+
+
+def _is_test_cell(source: str) -> bool:
+    tree = _parse(source)
+    if tree is None:
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call) and \
+                isinstance(node.value.func, ast.Name) and node.value.func.id == "own_work":
+            return True
+    return False
+
+
+def check_own_work(names: Sequence[str], *, torch: bool = True, allow: Sequence[str] = ()) -> None:
+    """Raise CheckFailed when the answer defining ``names`` breaks the rules (see the module's docstring)."""
+    __tracebackhide__ = True
+    from .checks import CheckFailed
+
+    hook = GRADER_HOOK
+    sources = hook.sources() if hook is not None else _kernel_sources()
+    if sources is None:  # not in a notebook (a script, a test of the package): nothing to read
+        return
+    breaches, evasions, missing = find_breaches(sources, names, torch=torch,
+                                          allow=[a if _is_course(a) else f"{COURSE_PACKAGE}.{a}" for a in allow])
+    if hook is not None:
+        for e in evasions:
+            hook.flag(e.flag())
+        for name in missing:
+            hook.flag(f"{name} is not defined by a def, class or assignment the grader can read")
+    if breaches:
+        raise CheckFailed(breaches[0].message())

@@ -1,0 +1,139 @@
+"""The own-work rule (goingdeeper.ownwork): an answer that uses the course's package, or torch in a
+derivation, is found by reading the cells; honest answers, shadowed names and allowed plumbing are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from goingdeeper import ownwork
+from goingdeeper.checks import CheckFailed, own_work
+from goingdeeper.ownwork import find_breaches
+
+SETUP = """import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import goingdeeper
+from goingdeeper import cifar, models, scalar
+from goingdeeper.checks import call, expect_close
+
+goingdeeper.setup(seed=0)
+"""
+
+
+def _read(cell: str, *names: str, torch: bool = True, allow=(), more=()):
+    breaches, evasions, missing = find_breaches([SETUP, *more, cell], names, torch=torch,
+                                                allow=[f"goingdeeper.{a}" for a in allow])
+    return [b.what for b in breaches], [e.what for e in evasions], missing
+
+
+@pytest.mark.parametrize("cell, names, what", [
+    ("def sin_graph(x, y):\n    return scalar.sin_graph_torch(x, y)\n", ["sin_graph"],
+     "goingdeeper.scalar.sin_graph_torch"),
+    ("sin_graph = scalar.sin_graph_torch\n", ["sin_graph"], "goingdeeper.scalar.sin_graph_torch"),
+    ("def helper(a):\n    return goingdeeper.scalar.lecture_torch(a, a, a)\n\n\ndef sin_graph(x, y):\n"
+     "    return helper(x)\n", ["sin_graph"], "goingdeeper.scalar.lecture_torch"),
+    ("class PreActBlock(models.PreActBlock):\n    pass\n", ["PreActBlock"], "goingdeeper.models.PreActBlock"),
+    ("from goingdeeper import models as m\n\n\nclass Net(nn.Module):\n    def forward(self, x):\n"
+     "        return m.cifar_net(x)\n", ["Net"], "goingdeeper.models.cifar_net"),
+    ("def f(x):\n    from goingdeeper.cifar import augment\n    return augment(x)\n", ["f"],
+     "an import of goingdeeper.cifar.augment"),
+    ("import inspect\nexec(inspect.getsource(goingdeeper.models))\n\n\ndef net():\n    return cifar_net(20)\n",
+     ["net"], "goingdeeper.models"),
+    ("globals()['augment'] = cifar.augment\n", ["augment"], "goingdeeper.cifar.augment"),
+    ("def f(x):\n    return call(abs, x)\n", ["f"], "goingdeeper.checks.call"),
+    ("def evaluate(model, x):\n    return model(cifar.augment(x))\n", ["evaluate"], "goingdeeper.cifar.augment"),
+])
+def test_the_course_package_in_an_answer_is_a_breach_and_named(cell, names, what):
+    breaches, _, _ = _read(cell, *names, allow=["cifar.normalize"])
+    assert breaches[:1] == [what]
+
+
+def test_a_helper_in_another_cell_is_followed():
+    helper = "def _norm(x):\n    return scalar.sin_graph_torch(x, x)\n"
+    breaches, _, _ = _read("def sin_graph(x, y):\n    return _norm(x)\n", "sin_graph", more=[helper])
+    assert breaches == ["goingdeeper.scalar.sin_graph_torch"]
+
+
+@pytest.mark.parametrize("cell, names", [
+    ("def sin_graph(x, y):\n    z = x + y\n    return z, math.sin(z), np.cos(z)\n", ["sin_graph"]),
+    ("def evaluate(model, x, train=None, models=3):\n    cifar = x\n    return model(cifar) + models\n",
+     ["evaluate"]),  # parameters and locals that share a module's name are the student's own
+    ("def evaluate(model, x):\n    return model(cifar.normalize(x))\n", ["evaluate"]),  # allowed plumbing
+    ("class Block(nn.Module):\n    scalar = 2\n\n    def forward(self, x):\n        return F.relu(x)\n", ["Block"]),
+    ("def f(x):\n    def scalar(v):\n        return v\n    return scalar(x)\n", ["f"]),
+])
+def test_honest_answers_and_shadowed_names_are_not_breaches(cell, names):
+    breaches, evasions, missing = _read(cell, *names, allow=["cifar.normalize"])
+    assert (breaches, evasions, missing) == ([], [], [])
+
+
+def test_torch_only_where_the_exercise_forbids_it():
+    cell = "def grads(x):\n    t = torch.tensor(x, requires_grad=True)\n    (t * t).sum().backward()\n    return t.grad\n"
+    assert _read(cell, "grads")[0] == []
+    assert _read(cell, "grads", torch=False)[0] == ["torch.tensor"]
+    assert _read("def f(x):\n    import torch\n    return torch.ones(1)\n", "f", torch=False)[0] == ["torch"]
+
+
+def test_evasive_forms_are_flags_not_breaches():
+    cell = ("def f(x):\n    import importlib\n    m = importlib.import_module('going' + 'deeper.cifar')\n"
+            "    return getattr(m, 'aug' + 'ment')(x)\n")
+    breaches, evasions, _ = _read(cell, "f")
+    assert breaches == [] and evasions == ["an import of importlib", "getattr with a computed name"]
+
+
+def test_the_message_names_the_rule_the_line_and_the_helper():
+    breaches, _, _ = find_breaches([SETUP, "def h(a):\n    x = 1\n    return scalar.lecture_torch(a, a, a)\n",
+                                    "def lecture_forward(x, y, z):\n    return h(x)\n"], ["lecture_forward"])
+    message = breaches[0].message()
+    assert "line 3 of the cell of h, which it uses: return scalar.lecture_torch(a, a, a)" in message
+    assert "may not call, subclass, import, exec or read the source of the course's own package" in message
+
+
+def test_last_definition_wins_as_in_the_kernel():
+    cells = ["def f(x):\n    return scalar.sin_graph_torch(x, x)\n", "def f(x):\n    return x\n"]
+    assert find_breaches([SETUP, *cells], ["f"])[0] == []
+    assert find_breaches([SETUP, *reversed(cells)], ["f"])[0] != []
+
+
+def test_cells_with_magics_or_syntax_errors_are_read_as_far_as_possible():
+    cell = "%time x = 1\ndef f(x):\n    return scalar.sin_graph_torch(x, x)\n"
+    assert _read(cell, "f")[0] == ["goingdeeper.scalar.sin_graph_torch"]
+    assert _read("def f(:\n", "f") == ([], [], ["f"])
+
+
+def test_own_work_reads_what_the_grader_hands_over_and_flags_evasions():
+    flags: list[str] = []
+    cells = [SETUP, "def f(x):\n    return eval('x')\n", "def g(x):\n    return cifar.augment(x)\n"]
+    ownwork.GRADER_HOOK = ownwork.GraderHook(lambda: cells, flags.append)
+    try:
+        own_work("f")
+        assert flags and "eval()" in flags[0]
+        with pytest.raises(CheckFailed, match=r"g uses goingdeeper\.cifar\.augment \(line 2 of its cell"):
+            own_work("g")
+        own_work("g", allow=["cifar.augment"])
+        own_work("nowhere")
+        assert "nowhere is not defined by a def, class or assignment the grader can read" in flags[-1]
+    finally:
+        ownwork.GRADER_HOOK = None
+
+
+def test_outside_a_notebook_there_is_nothing_to_read():
+    own_work("anything")  # no IPython shell, no grader: no text, no verdict
+
+
+def test_names_bound_inside_top_level_blocks_are_definitions():
+    cell = ("try:\n    from scipy import special\nexcept ImportError:\n    special = None\n"
+            "if True:\n    def helper(x):\n        return scalar.sin_graph_torch(x, x)\n"
+            "for k in range(3):\n    pass\n\n\ndef f(x):\n    return helper(special, k)\n")
+    assert _read(cell, "f")[0] == ["goingdeeper.scalar.sin_graph_torch"]
+    assert _read(cell.replace("scalar.sin_graph_torch(x, x)", "x"), "f") == ([], [], [])
+
+
+def test_a_rebinding_in_the_same_cell_counts_in_order():
+    assert _read("cifar = 5\nfrom goingdeeper import cifar\n\n\ndef f(x):\n    return cifar.augment(x)\n", "f")[0] == \
+        ["goingdeeper.cifar.augment"]
+    assert _read("from goingdeeper import cifar\ncifar = 5\n\n\ndef f(x):\n    return cifar.augment(x)\n", "f")[0] == []
