@@ -198,12 +198,14 @@ def test_explorer_redraws_when_a_slider_moves(lab, browser, assignment):
     figure.scroll_into_view_if_needed()
     page.screenshot(path=str(SCREENSHOTS / f"{assignment}_explorer_before.png"))
     before = figure.get_attribute("src")
+    # Move the slider from the keyboard, as a user may: a mouse drag needs the handle on screen, and
+    # JupyterLab lays out cells lazily (content-visibility), so a box measured once can lie off screen.
     handle = page.locator(".widget-slider .noUi-handle").first
-    box = handle.bounding_box()
-    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
-    page.mouse.down()
-    page.mouse.move(box["x"] + box["width"] / 2 + 40, box["y"] + box["height"] / 2, steps=5)
-    page.mouse.up()
+    handle.scroll_into_view_if_needed()
+    handle.focus()
+    at_max = handle.get_attribute("aria-valuenow") == handle.get_attribute("aria-valuemax")
+    for _ in range(3):
+        page.keyboard.press("ArrowLeft" if at_max else "ArrowRight")
     page.wait_for_function(
         "before => { const img = document.querySelector('.widget-output img');"
         " return img !== null && img.getAttribute('src') !== before; }", arg=before, timeout=120_000)
