@@ -15,6 +15,7 @@ Images are uint8 (N, 3, 32, 32), labels int64 (N,).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -182,6 +183,41 @@ def check_augment(augment: Callable[..., Any], x: Any, pad: int, seed: int, what
     again = call(augment, x, gen(), pad, name=what)
     expect_true(torch.equal(out, again), f"{what} gave two different results for generators with the same seed: "
                 "draw every random number from the generator you are given.")
+    if len(x) >= 16:
+        other = call(augment, x, torch.Generator().manual_seed(seed + 1), pad, name=what)
+        expect_true(not torch.equal(out, other), f"{what} gave the same result for generators with different seeds: "
+                    "draw every random number from the generator you are given (not from one of your own).")
+    _check_offsets_cover_the_range(augment, pad, seed, what)
+
+
+#: Images in the batch that checks the range of the crop offsets: with 2 pad + 1 = 9 values per axis, an
+#: honest draw misses one of them with probability about 2 * 9 * (8/9)^256 ~ 1e-12.
+RANGE_PROBE_IMAGES = 256
+
+
+def _check_offsets_cover_the_range(augment: Callable[..., Any], pad: int, seed: int, what: str) -> None:
+    """Every offset 0..2 pad occurs along each axis in a batch of small images with distinct, non-zero pixels
+    (each crop and flip gives a different image, so the offsets can be read back)."""
+    __tracebackhide__ = True
+    import torch
+
+    g = torch.Generator().manual_seed(seed + 2)
+    probe = torch.randint(1, 256, (RANGE_PROBE_IMAGES, 1, 2 * pad, 2 * pad), generator=g, dtype=torch.uint8)
+    candidates = _crops(probe, pad)
+    out = call(augment, probe, torch.Generator().manual_seed(seed + 3), pad, name=what)
+    match = (candidates == out.unsqueeze(0)).flatten(2).all(2)
+    expect_true(bool(match.any(0).all()), f"{what}'s output on {RANGE_PROBE_IMAGES} images of "
+                f"{2 * pad}x{2 * pad} pixels is not a set of crops of the input padded with {pad} zeros, flipped "
+                "left-right or not.")
+    side = 2 * pad + 1
+    k = match.float().argmax(0) % (side * side)
+    for axis, values in (("vertical", k // side), ("horizontal", k % side)):
+        seen = set(values.tolist())
+        never = [v for v in range(side) if v not in seen]
+        expect_true(not never, f"{what} never cropped at {axis} offset {', '.join(map(str, never))} in "
+                    f"{RANGE_PROBE_IMAGES} images (the offsets seen: {min(seen)}..{max(seen)}): the offsets run from "
+                    f"0 to 2 * pad = {2 * pad} inclusive, {side} values (torch.randint's upper bound is exclusive: "
+                    "2 * pad + 1).")
 
 
 def _twins(anchor: Any, depth: int, seed: int) -> tuple[Any, Any]:
@@ -279,6 +315,7 @@ def check_evaluate(evaluate: Callable[..., Any], seed: int, *, n: int = 50, batc
         train_mode = sum(int((local(cifar.normalize(x[i:i + batch_size])).argmax(1) != y[i:i + batch_size]).sum())
                          for i in range(0, n, batch_size)) / n
     remote.train()
+    beside(evaluate, _watch_grad_mode, remote)
     got = call(evaluate, remote, x, y, batch_size, name="evaluate")
     hint = ""
     if got is not None and not isinstance(got, str):
@@ -295,13 +332,49 @@ def check_evaluate(evaluate: Callable[..., Any], seed: int, *, n: int = 50, batc
     expect_close(got, want, f"evaluate's error on {n} images in batches of {batch_size}", rtol=1e-6, atol=1e-9,
                  hint=hint or "Go through x batch_size images at a time (the last batch is smaller), normalize "
                               "each batch, count the misclassified images, divide by len(x).")
+    grad_modes = beside(evaluate, _grad_modes_seen, remote)
     expect_true(remote.training, "evaluate should leave the model in the mode it found it in (training mode here): "
                                  "remember model.training and call model.train(...) at the end.")
+    still_eval = beside(evaluate, _modules_in_mode, remote, False)
+    expect_true(still_eval == 0, f"evaluate set model.training back but left {still_eval} of the model's submodules "
+                                 "(its BatchNorm layers among them) in inference mode: model.train(was_training) "
+                                 "sets every submodule; assigning model.training sets only the model itself.")
     after = remote.state_dict()
     for name, value in state_before.items():
         if "running" in name and not torch.allclose(after[name].float(), value.float()):
             raise CheckFailed(f"evaluate changed {name}: a forward pass in training mode updates BN's running "
                               "statistics; evaluate in eval mode.")
+    expect_true(grad_modes is not None and len(grad_modes) > 0 and not any(grad_modes),
+                "evaluate ran the model with gradients enabled: wrap its forward passes in torch.no_grad() (counting "
+                "errors needs no graph, and keeping one per batch costs memory).")
+    # A model in inference mode stays there.
+    remote.eval()
+    call(evaluate, remote, x[:batch_size], y[:batch_size], batch_size, name="evaluate")
+    in_training = beside(evaluate, _modules_in_mode, remote, True)
+    expect_true(in_training == 0, f"evaluate left a model it was given in inference mode with {in_training} "
+                                  "module(s) in training mode: restore the mode it found (model.train(was_training)), "
+                                  "not always training mode.")
+    remote.train()
+
+
+def _watch_grad_mode(model: Any) -> None:
+    """Record ``torch.is_grad_enabled()`` at every forward pass of ``model`` (made beside the student's
+    evaluate, so that it records what evaluate did); :func:`_grad_modes_seen` reads the record."""
+    import torch
+
+    seen: list[bool] = []
+    model._gd_grad_modes = seen
+    model.register_forward_pre_hook(lambda module, args: seen.append(torch.is_grad_enabled()))
+
+
+def _grad_modes_seen(model: Any) -> list[bool] | None:
+    seen = getattr(model, "_gd_grad_modes", None)
+    return [bool(v) for v in seen] if isinstance(seen, list) else None
+
+
+def _modules_in_mode(model: Any, training: bool) -> int:
+    """How many of ``model``'s modules (itself included) have ``training == training``."""
+    return sum(1 for m in model.modules() if m.training == training)
 
 
 def check_lr_at(lr_at: Callable[..., Any], total: int, base_lr: float, where: str = "") -> None:
@@ -346,11 +419,42 @@ def check_grad_norms(conv_grad_norms: Callable[..., Any], seed: int, *, depth: i
                              "by its name in model.named_parameters().")
     expect_true(not extra, f"conv_grad_norms has {', '.join(map(str, extra[:4]))}, which are not convolution weights "
                            "(the 4-dimensional parameters).")
-    expect_true(list(got) == list(want), "conv_grad_norms should list the layers in the model's order "
-                                         "(as named_parameters() gives them).")
+    _expect_model_order(list(got), list(want))
     for name, value in want.items():
         expect_close(got[name], value, f"the gradient norm of {name}", rtol=1e-4,
                      hint="The Euclidean norm of the weight's whole gradient tensor (not of the weight itself).")
+    # A network whose layers, in order, are not in alphabetical order (the CIFAR ResNets' names sort the same
+    # way they run): a sorted dict passes above but not here.
+    local, remote = _order_probe(seed), beside(conv_grad_norms, _order_probe, seed)
+    for net in (local, remote):
+        net(x).sum().backward()
+    want = [name for name, p in local.named_parameters() if p.ndim == 4]
+    got = call(conv_grad_norms, remote, name="conv_grad_norms")
+    expect_true(isinstance(got, dict), f"conv_grad_norms should return a dict {{name: norm}}, not {type(got).__name__}.")
+    _expect_model_order(list(got), want, " on a network whose layers are named stem, body, head")
+
+
+def _expect_model_order(got: list, want: list, where: str = "") -> None:
+    __tracebackhide__ = True
+    if got == want:
+        return
+    hint = " They are sorted by name." if got == sorted(want) and got != want else ""
+    raise CheckFailed(f"conv_grad_norms should list the layers in the model's order (as named_parameters() gives "
+                      f"them){where}: expected {', '.join(want[:4])}{', ...' if len(want) > 4 else ''}, got "
+                      f"{', '.join(map(str, got[:4]))}{', ...' if len(got) > 4 else ''}.{hint}")
+
+
+def _order_probe(seed: int) -> Any:
+    """A small convolutional network whose layers run stem, body, head: named order is not sorted order."""
+    import torch
+    from torch import nn
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return nn.Sequential(OrderedDict([
+            ("stem", nn.Conv2d(3, 4, 3, padding=1, bias=False)), ("act", nn.ReLU()),
+            ("body", nn.Conv2d(4, 4, 3, padding=1, bias=False)), ("head", nn.Conv2d(4, 2, 1)),
+        ]))
 
 
 # -- results ------------------------------------------------------------------------------------------------

@@ -266,7 +266,12 @@ def check_fit_lambda(fit_lambda: Callable, norms: np.ndarray, C: float, lam: flo
     C_got, lam_got = unpack(call(fit_lambda, norms, name="fit_lambda"), ("C", "lam"), "fit_lambda(norms)")
     L = len(norms)
     if not np.isclose(lam_got, lam, rtol=1e-6):
-        if lam > 0 and np.isclose(lam_got, 1 / lam, rtol=1e-6):
+        if np.isclose(lam_got, C, rtol=1e-6) and np.isclose(C_got, lam, rtol=1e-6):
+            hint = "You return (lambda, C): return them in the order (C, lam)."
+        elif lam > 0 and lam != 1 and np.isclose(lam_got, np.exp(1 / np.log(lam)), rtol=1e-6):
+            hint = ("Your fit has its axes swapped: np.polyfit(x, y, 1) fits y against x, and here x is the exponent "
+                    "L - k and y is log(norm); you fitted the exponent against the log-norms.")
+        elif lam > 0 and np.isclose(lam_got, 1 / lam, rtol=1e-6):
             hint = ("Your lambda is 1 / lambda: the exponent runs the other way. It is L - k, counted from the "
                     "OUTPUT layer: layer L has exponent 0, layer 1 has L - 1.")
         elif np.isclose(lam_got, np.log(lam), rtol=1e-6):

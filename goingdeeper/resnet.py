@@ -65,14 +65,19 @@ CASES_PATH = Path(__file__).resolve().parent / "data" / "resnet_cases.npz"
 # The usual mistakes: keyword arguments that make the course's reference commit them (the hidden tests
 # run these), and the sentence a student sees when a block's output matches one of them.
 SHORTCUT_VARIANTS = {"stride_ignored": {"stride_ignored": True}, "pad_front": {"pad_front": True}}
-BLOCK_VARIANTS = {"relu_before_add": {"relu_before_add": True}}
+BLOCK_VARIANTS = {"relu_before_add": {"relu_before_add": True}, "no_final_relu": {"no_final_relu": True},
+                  "relu_then_bn": {"relu_then_bn": True}}
 BOTTLENECK_VARIANTS = {"relu_before_add": {"relu_before_add": True}}  # and stride_place, per case: see variants_for
-PREACT_VARIANTS = {"relu_after_add": {"relu_after_add": True}}
+PREACT_VARIANTS = {"relu_after_add": {"relu_after_add": True}, "post_activation": {"post_activation": True}}
 HINTS = {
     "relu_before_add": "it applies ReLU to the residual branch before the addition. The branch ends with BN; "
                        "ReLU comes after F(x) + x.",
     "relu_after_add": "it applies ReLU after the addition. A pre-activation block ends with the addition: "
                       "nothing after it, so the shortcut stays a pure identity.",
+    "post_activation": "it keeps the post-activation order conv-BN-ReLU. A pre-activation block puts BN and ReLU "
+                       "before each convolution: BN-ReLU-conv, BN-ReLU-conv, then the addition.",
+    "no_final_relu": "it has no ReLU after the addition. The original block ends with ReLU(F(x) + x).",
+    "relu_then_bn": "it applies ReLU before BN after the first convolution. The order is conv-BN-ReLU.",
     "pad_front": "the zero channels come first. Append them after the input's channels.",
     "stride_ignored": "the shortcut does not subsample. Keep every stride-th pixel, x[:, :, ::stride, ::stride].",
     "shape": "Where the block downsamples, the residual branch's first strided layer and the shortcut both "
@@ -590,6 +595,15 @@ def _near(got: Any, want: Any) -> bool:
     return tuple(got.shape) == tuple(want.shape) and bool(((got - want).abs() <= RTOL * want.abs()).all())
 
 
+def _hooks_left(model: Any) -> int:
+    """Hooks registered on ``model`` or any of its modules, and torch's global module hooks."""
+    from torch.nn.modules import module as torch_module
+
+    kinds = ("_forward_pre_hooks", "_forward_hooks", "_backward_hooks", "_backward_pre_hooks")
+    count = sum(len(getattr(m, kind, {}) or {}) for m in model.modules() for kind in kinds)
+    return count + sum(len(getattr(torch_module, f"_global{kind}", {}) or {}) for kind in kinds)
+
+
 def check_grad_norms(measure: Callable[..., Any], case: BlockCase, what: str) -> None:
     """The student's ``measure(model, blocks, x, y)`` on the package's CIFAR network with the case's weights,
     against the reference's measurement on the reference's network, in float64."""
@@ -626,9 +640,10 @@ def check_grad_norms(measure: Callable[..., Any], case: BlockCase, what: str) ->
                     "block's input (its first argument).")
         raise CheckFailed(f"the gradient norm at block {worst + 1} of {what} is wrong: expected "
                           f"{float(norms[worst]):.6g}, got {float(values[worst]):.6g}.{hint}")
-    leftover = sum(len(b._forward_pre_hooks) + len(b._forward_hooks) for b in blocks)
-    expect_true(leftover == 0, f"block_input_grad_norms left {leftover} hook(s) on the blocks: remove them "
-                               "(handle.remove()) before returning, or the next forward pass runs them again.")
+    leftover = beside(measure, _hooks_left, model)
+    expect_true(leftover == 0, f"block_input_grad_norms left {leftover} hook(s) registered on the network or its "
+                               "modules: remove every one (handle.remove()) before returning, also when the forward "
+                               "pass fails (try/finally), or the next forward pass runs them again.")
     if want is None:
         _unchecked(what)
 

@@ -37,6 +37,7 @@ __all__ = [
     "Program",
     "Step",
     "check_backward",
+    "backward_hint",
     "check_node",
     "check_topological_order",
     "collect_nodes",
@@ -350,9 +351,22 @@ def check_backward(
     root, xs = run_engine(program, inputs, engine)
     expect_close(root.data, want_out, "the output f", hint=where, rtol=rtol, atol=atol)
     expect_close(root.grad, 1.0, "root.grad after backward", hint="backward must start from df/df = 1.")
+    got_all = [as_number(x.grad, f"x{i}.grad") for i, x in enumerate(xs)]
+    wrong = [not abs(got - g) <= atol + rtol * abs(g) for got, g in zip(got_all, want_grads)]  # NaN is wrong
+    if any(wrong):
+        # The usual mistakes, replayed on the student's own graph: which one gives exactly these numbers?
+        local_only = _local_gradients_only(root, xs)
+        if all(got == 0 for got in got_all):
+            raise CheckFailed(f"no gradient reached the inputs {where}: every x.grad is still 0. backward must pass "
+                              "each node's gradient on to its parents (parent.grad += local * node.grad), starting "
+                              "from the root.")
+        if all(abs(got - lo) <= atol + rtol * abs(lo) for got, lo in zip(got_all, local_only)):
+            raise CheckFailed(f"your gradients {where} are the local gradients alone, added up without the gradient "
+                              "arriving from above: each contribution is local * node.grad (the chain rule), "
+                              "not local.")
     for i, (x, g) in enumerate(zip(xs, want_grads)):
-        got = as_number(x.grad, f"x{i}.grad")
-        if not abs(got - g) <= atol + rtol * abs(g):
+        got = got_all[i]
+        if wrong[i]:
             ratio = got / g if g != 0 else float("nan")
             hint = ""
             if g != 0 and abs(round(ratio) - ratio) < 1e-9 and round(ratio) not in (0, 1):
@@ -369,6 +383,30 @@ def check_backward(
                 f"dL/dx{i} is wrong {where}: torch gives {g:.6g}, your engine {got:.6g} "
                 f"(off by {abs(got - g):.3g}).{hint}"
             )
+
+
+def _local_gradients_only(root: Any, inputs: Sequence[Any]) -> list[float]:
+    """What a backward that adds ``local`` instead of ``local * node.grad`` gives the inputs: the sum, over
+    every edge into a node, of that edge's local gradient (no order matters without the upstream factor)."""
+    total: dict[int, float] = {}
+    for node in collect_nodes(root):
+        for parent, local in zip(getattr(node, "parents", ()), getattr(node, "local_grads", ())):
+            total[id(parent)] = total.get(id(parent), 0.0) + float(local)
+    return [total.get(id(x), 0.0) for x in inputs]
+
+
+def backward_hint(got: Any, local_only: float) -> str:
+    """The hint for a wrong gradient on the lecture's graph f = (x + y) z: what the value says went wrong.
+    ``local_only`` is what adding the local gradients without the upstream factor would give this node."""
+    value = as_number(got, "the gradient")
+    if value == 0:
+        return ("No gradient reached this node: backward must pass each node's gradient on to its parents "
+                "(parent.grad += local * node.grad), starting from the root.")
+    if value == local_only:
+        return ("That is the local gradient alone: each contribution is local * node.grad, the local gradient times "
+                "the gradient arriving from above (the chain rule).")
+    return "A node's gradient must be complete before it is passed on to its parents: in which order must backward " \
+           "visit the nodes?"
 
 
 # -- closing the loop: a tiny network trained with the student's engine ---------------------------

@@ -84,15 +84,16 @@ class BasicBlock(nn.Module):
 
     option: 'A' (ShortcutA) or 'B' (1x1 projection + BN) where the shape changes, identity
     elsewhere; None: the plain twin (no addition). Variants for the tests: relu_before_add,
-    shortcut_stride (the projection's stride), project_always.
+    shortcut_stride (the projection's stride), project_always, no_final_relu, relu_then_bn.
     """
 
     expansion = 1
 
     def __init__(self, in_channels: int, planes: int, stride: int = 1, option: str | None = "B", *,
                  relu_before_add: bool = False, shortcut_stride: int | None = None,
-                 project_always: bool = False) -> None:
+                 project_always: bool = False, no_final_relu: bool = False, relu_then_bn: bool = False) -> None:
         super().__init__()
+        self.no_final_relu, self.relu_then_bn = no_final_relu, relu_then_bn
         out = planes * self.expansion
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
@@ -112,13 +113,13 @@ class BasicBlock(nn.Module):
             self.shortcut = nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn1(F.relu(self.conv1(x))) if self.relu_then_bn else F.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.relu_before_add:
             out = F.relu(out)
         if self.residual:
             out = out + self.shortcut(x)
-        return F.relu(out)
+        return out if self.no_final_relu else F.relu(out)
 
 
 # bottleneck ------------------------------------------------------------------------------------
@@ -162,12 +163,14 @@ class Bottleneck(nn.Module):
 # preact_block ------------------------------------------------------------------------------------
 class PreActBlock(nn.Module):
     """BN-ReLU-conv3x3(stride)-BN-ReLU-conv3x3, plus the shortcut (option A where the shape changes),
-    and nothing after the addition. Variant: relu_after_add (the post-activation habit)."""
+    and nothing after the addition. Variants: relu_after_add, post_activation (the post-activation habits)."""
 
     expansion = 1
 
-    def __init__(self, in_channels: int, planes: int, stride: int = 1, *, relu_after_add: bool = False) -> None:
+    def __init__(self, in_channels: int, planes: int, stride: int = 1, *, relu_after_add: bool = False,
+                 post_activation: bool = False) -> None:
         super().__init__()
+        self.post_activation = post_activation  # conv-BN-ReLU (loads only where in_channels == planes)
         self.bn1 = nn.BatchNorm2d(in_channels)
         self.conv1 = nn.Conv2d(in_channels, planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -177,8 +180,12 @@ class PreActBlock(nn.Module):
         self.relu_after_add = relu_after_add
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.conv1(F.relu(self.bn1(x)))
-        out = self.conv2(F.relu(self.bn2(out)))
+        if self.post_activation:
+            out = F.relu(self.bn1(self.conv1(x)))
+            out = F.relu(self.bn2(self.conv2(out)))
+        else:
+            out = self.conv1(F.relu(self.bn1(x)))
+            out = self.conv2(F.relu(self.bn2(out)))
         out = out + self.shortcut(x)
         return F.relu(out) if self.relu_after_add else out
 

@@ -272,3 +272,75 @@ def lecture_backprop(x, y, z):
     return q * z, z * 1.0, 1.0 * z, q
 '''),
 ]
+
+# Answer keys: the course's own code in an answer cell (issue 17). The rule's message names the line.
+COURSE_RULE = "may not call, subclass, import, exec or read the source of the course's own package"
+TORCH_RULE = "may not use torch"
+WRONG += [
+    Wrong(
+        "sin_graph",
+        "returns what the package's torch oracle computes",
+        '''
+def sin_graph(x, y):
+    return scalar.sin_graph_torch(x, y)
+''',
+        COURSE_RULE,
+    ),
+    Wrong(
+        "lecture_local_grads",
+        "lets torch's autograd do the derivation",
+        '''
+def lecture_local_grads(x, y, z):
+    import torch
+
+    xt, yt, zt = (torch.tensor(float(v), requires_grad=True) for v in (x, y, z))
+    q = xt + yt
+    q.retain_grad()
+    (q * zt).backward()
+    return float(zt), float(q), 1.0, 1.0
+''',
+        TORCH_RULE,
+    ),
+    Wrong(
+        "engine_topological_order",
+        "copies the course's source into the notebook and runs it",
+        '''
+import inspect
+
+exec(inspect.getsource(scalar.collect_nodes))
+
+
+def topological_order(root):
+    return list(reversed(collect_nodes(root)))
+''',
+        COURSE_RULE,
+    ),
+]
+
+# Told about the order before issue 17: now the message names the mistake.
+WRONG += [
+    Wrong(
+        "engine_backward",
+        "adds the local gradients without the upstream gradient",
+        '''
+def backward(root):
+    root.grad = 1.0
+    for node in reversed(topological_order(root)):
+        for parent, local in zip(node.parents, node.local_grads):
+            parent.grad += local
+''',
+        "the local gradient alone",
+    ),
+    Wrong(
+        "engine_backward",
+        "pulls from the parents instead of pushing to them",
+        '''
+def backward(root):
+    root.grad = 1.0
+    for node in reversed(topological_order(root)):
+        for parent, local in zip(node.parents, node.local_grads):
+            node.grad += local * parent.grad
+''',
+        "No gradient reached this node",
+    ),
+]

@@ -231,3 +231,72 @@ def evaluate(model, x, y, batch_size=1000):
     return float((guesses != y).float().mean())
 '''),
 ]
+
+# Answer keys: the course's own code in an answer cell (issue 17). The rule's message names the line.
+COURSE_RULE = "may not call, subclass, import, exec or read the source of the course's own package"
+WRONG += [
+    Wrong(
+        "augment",
+        "calls the package's augment",
+        '''
+def augment(x, generator=None, pad=4):
+    return cifar.augment(x, generator, pad=pad)
+''',
+        COURSE_RULE,
+    ),
+    Wrong(
+        "lr_at",
+        "takes the schedule from the package",
+        '''
+def lr_at(iteration, total, base_lr, warmup=False):
+    from goingdeeper.train import step_lr
+
+    return step_lr(iteration, total, base_lr, warmup)
+''',
+        COURSE_RULE,
+    ),
+]
+
+# Accepted before issue 17: each now loses its points with a message that names it.
+_EVALUATE = '''
+def evaluate(model, x, y, batch_size=1000):
+    was_training = model.training
+    model.eval()
+    wrong = 0
+    {grad}
+        for i in range(0, len(x), batch_size):
+            logits = model(cifar.normalize(x[i:i + batch_size]))
+            wrong += int((logits.argmax(1) != y[i:i + batch_size]).sum())
+    {restore}
+    return wrong / len(x)
+'''
+WRONG += [
+    Wrong("augment", "draws the offsets from 0..2p-1 (randint's upper bound is exclusive)",
+          _looped_augment().replace("torch.randint(0, 2 * pad + 1,", "torch.randint(0, 2 * pad,"),
+          "the offsets run from 0 to 2 * pad"),
+    Wrong("augment", "draws from a generator of its own, whatever it is given", '''
+def augment(x, generator=None, pad=4):
+    mine = torch.Generator().manual_seed(0)
+    n, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    out = torch.empty_like(x)
+    offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=mine)
+    flips = torch.rand(n, generator=mine) < 0.5
+    for i in range(n):
+        dy, dx = int(offsets[i, 0]), int(offsets[i, 1])
+        crop = padded[i, :, dy:dy + h, dx:dx + w]
+        out[i] = crop.flip(-1) if flips[i] else crop
+    return out
+''', "different seeds"),
+    Wrong("evaluate", "always ends in training mode, whatever the mode was",
+          _EVALUATE.format(grad="with torch.no_grad():", restore="model.train()"), "not always training mode"),
+    Wrong("evaluate", "restores model.training only, its BN layers stay in inference mode",
+          _EVALUATE.format(grad="with torch.no_grad():", restore="model.training = was_training"),
+          "sets only the model itself"),
+    Wrong("evaluate", "keeps autograd on (no torch.no_grad())",
+          _EVALUATE.format(grad="if True:", restore="model.train(was_training)"), "torch.no_grad()"),
+    Wrong("grad_norms", "sorts the layers by name", '''
+def conv_grad_norms(model):
+    return dict(sorted((name, float(p.grad.norm())) for name, p in model.named_parameters() if p.ndim == 4))
+''', "sorted by name"),
+]

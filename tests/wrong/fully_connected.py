@@ -365,3 +365,60 @@ def numerical_gradient(f, x, h=1e-5):
     return grad
 ''' + RELATIVE_ERROR),
 ]
+
+# Answer keys: the course's own code in an answer cell (issue 17). The rule's message names the line.
+COURSE_RULE = "may not call, subclass, import, exec or read the source of the course's own package"
+TORCH_RULE = "may not use torch"
+WRONG += [
+    Wrong(
+        "fit_lambda",
+        "fits with notebook 04's helper",
+        '''
+from goingdeeper import resnet
+
+
+def fit_lambda(norms):
+    L = len(norms)
+    C, lam = resnet.fit_rate(list(range(L - 1, -1, -1)), list(norms), blocks_per_depth=lambda d: d)
+    return C, lam
+''',
+        COURSE_RULE,
+    ),
+    Wrong(
+        "linear_layer",
+        "lets torch's autograd compute the layer's gradients",
+        '''
+def linear_forward(a_prev, W, b):
+    return a_prev @ W.T + b
+
+
+def linear_backward(dz, a_prev, W):
+    a = torch.tensor(a_prev, requires_grad=True)
+    Wt = torch.tensor(W, requires_grad=True)
+    b = torch.zeros(W.shape[0], dtype=Wt.dtype, requires_grad=True)
+    (a @ Wt.T + b).backward(torch.tensor(dz))
+    return a.grad.numpy(), Wt.grad.numpy(), b.grad.numpy()
+''',
+        TORCH_RULE,
+    ),
+]
+
+# Given a misleading hint before issue 17: now the message names the mistake.
+WRONG += [
+    Wrong("fit_lambda", "returns (lam, C) instead of (C, lam)", '''
+def fit_lambda(norms):
+    norms = np.asarray(norms, dtype=float)
+    L = len(norms)
+    k = np.arange(1, L + 1)
+    slope, intercept = np.polyfit(L - k, np.log(norms), 1)
+    return float(np.exp(slope)), float(np.exp(intercept))
+''', "order (C, lam)"),
+    Wrong("fit_lambda", "swaps the axes of the fit (the exponent against the log-norms)", '''
+def fit_lambda(norms):
+    norms = np.asarray(norms, dtype=float)
+    L = len(norms)
+    k = np.arange(1, L + 1)
+    slope, intercept = np.polyfit(np.log(norms), L - k, 1)
+    return float(np.exp(intercept)), float(np.exp(slope))
+''', "axes swapped"),
+]

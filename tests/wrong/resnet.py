@@ -291,7 +291,7 @@ class ShortcutA(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = F.relu(self.bn2(self.conv2(out)))
         return out + self.shortcut(x)
-''', "PreActBlock(16, 16)"),
+''', "post-activation order conv-BN-ReLU"),
     Wrong("imagenet_family", "forgets the max pool of the stem", _resnet(stem="self.relu(self.bn1(self.conv1(x)))"),
           "stride of each stage's first block"),
     Wrong("imagenet_family", "downsamples in the first stage too", _resnet(stride="2 if j == 0 else 1"),
@@ -327,4 +327,85 @@ def block_input_grad_norms(model, blocks, x, y):
             h.remove()
     return [t.grad.norm().item() for t in kept]
 '''),
+]
+
+# Answer keys: the course's own code in an answer cell (issue 17). The rule's message names the line.
+COURSE_RULE = "may not call, subclass, import, exec or read the source of the course's own package"
+WRONG += [
+    Wrong(
+        "preact_block",
+        "subclasses the course's block",
+        '''
+class PreActBlock(models.PreActBlock):
+    """The course's block."""
+''',
+        COURSE_RULE,
+    ),
+    Wrong(
+        "conv_cost",
+        "counts with the package's helper",
+        '''
+def conv_output_size(n, k, stride=1, padding=0):
+    return (n + 2 * padding - k) // stride + 1
+
+
+def conv_multiplies(h, w, c_in, c_out, k, stride=1, padding=0):
+    return resnet.torch_conv_cost(h, w, c_in, c_out, k, stride, padding)[1]
+
+
+def conv_weights(c_in, c_out, k):
+    return k * k * c_in * c_out
+''',
+        COURSE_RULE,
+    ),
+]
+
+# Accepted before issue 17: now loses its points with a message that names it.
+WRONG += [
+    Wrong("block_grad_norms", "leaves a hook registered on the network (it reads the logits through it)", '''
+def block_input_grad_norms(model, blocks, x, y):
+    inputs, logits = [], []
+    handles = [blk.register_forward_pre_hook(lambda module, args: inputs.append(args[0])) for blk in blocks]
+    model.register_forward_hook(lambda module, args, out: logits.append(out))
+    model(x)
+    for h in handles:
+        h.remove()
+    loss = F.cross_entropy(logits[-1], y)
+    return [float(g.norm()) for g in torch.autograd.grad(loss, inputs)]
+''', "hook(s) registered on the network"),
+]
+WRONG += [
+    Wrong("conv_cost", "rounds the number of positions up", '''
+import math
+
+
+def conv_output_size(n, k, stride=1, padding=0):
+    return math.ceil((n + 2 * padding - k) / stride) + 1
+
+
+def conv_multiplies(h, w, c_in, c_out, k, stride=1, padding=0):
+    return conv_output_size(h, k, stride, padding) * conv_output_size(w, k, stride, padding) * c_out * k * k * c_in
+
+
+def conv_weights(c_in, c_out, k):
+    return k * k * c_in * c_out
+''', "rounding up"),
+]
+WRONG += [
+    Wrong("basic_block", "leaves out the ReLU after the addition", BASIC_INIT + '''
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return out
+''', "no ReLU after the addition"),
+    Wrong("basic_block", "applies ReLU before BN after the first convolution", BASIC_INIT + '''
+    def forward(self, x):
+        out = self.bn1(F.relu(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+''', "ReLU before BN"),
 ]
