@@ -17,7 +17,13 @@ and walks them and every function, class or value of the student's that they use
 * an **evasive form** (a flag for the instructor; the score is the tests'): what could reach code
   without naming it: ``exec``/``eval``/``compile``/``__import__``, ``importlib``, ``inspect``,
   ``sys.modules``, ``globals()``/``vars()``, ``__globals__``/``__builtins__``/``__subclasses__``,
-  ``getattr`` with a computed name.
+  ``getattr`` with a computed name;
+* a **likeness** to the course's code (a flag too): a function, class or run of statements that is,
+  once docstrings, comments, annotations and every name are set aside, the same as one in the
+  package's source (:func:`copied_from`). Only pieces of some size count (:data:`MIN_COPY_NODES`), so
+  that ``return np.maximum(z, 0)`` is nobody's copy. It is not a breach: where the package does the
+  same job in the natural way (a block of notebook 04 that training uses), two people can write the
+  same code, and the instructor judges.
 
 Both graders apply the same reading to the same text: in the student's kernel (plain nbgrader,
 the student edition) the text is IPython's input history; in the grading command it is the
@@ -65,9 +71,10 @@ class Evasion:
     line: int
     text: str
     what: str
+    note: str = "which can reach code without naming it"
 
     def flag(self) -> str:
-        return f"{self.name} uses {self.what}, which can reach code without naming it (line {self.line}: {self.text})"
+        return f"{self.name} uses {self.what}, {self.note} (line {self.line}: {self.text})"
 
 
 @dataclass
@@ -222,13 +229,131 @@ def _dotted(node: ast.AST) -> tuple[str, list[str]] | None:
     return None
 
 
+# -- copies of the course's code ------------------------------------------------------------------
+#: The smallest piece (in syntax-tree nodes, names set aside) whose likeness to the package's code is flagged:
+#: about four lines of real code. Measured (tests/test_ownwork.py): no answer in solutions/, no right or wrong
+#: version in tests/wrong and no plain four-line train_step has a piece this large in common with the package.
+MIN_COPY_NODES = 50
+COPY_NOTE = "a copy of the course's code or a coincidence: compare them"
+#: Runs of this many consecutive statements are compared too: a copy pasted into a function of one's own.
+WINDOW = 3
+
+
+_SET_ASIDE = frozenset({"ctx", "type_comment", "annotation", "returns", "decorator_list", "type_params", "kind"})
+#: The field that holds an identifier, and its namespace: variables (and functions, classes, parameters) are
+#: numbered apart from attributes and keywords, so that ``self.residual = residual`` stays a likeness when a
+#: copier renames one and not the other.
+_NAMES = {ast.Name: ("id", 0), ast.arg: ("arg", 0), ast.Attribute: ("attr", 1), ast.keyword: ("arg", 1),
+          ast.FunctionDef: ("name", 0), ast.AsyncFunctionDef: ("name", 0), ast.ClassDef: ("name", 0),
+          ast.alias: ("asname", 0)}
+
+
+def _is_bare_string(node: ast.AST) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+
+
+def _canonical(nodes: list[ast.AST]) -> tuple[str, int]:
+    """(canonical text, size in nodes) of a statement or a run of statements: what a copier changes for free
+    is set aside (every name, numbered in order of first use; docstrings and bare strings; annotations and
+    decorators)."""
+    names: tuple[dict[str, str], dict[str, str]] = ({}, {})
+    out: list[str] = []
+    size = 0
+
+    def walk(node: object) -> None:
+        nonlocal size
+        if isinstance(node, list):
+            out.append("[")
+            for item in node:
+                if not _is_bare_string(item):  # type: ignore[arg-type]
+                    walk(item)
+            out.append("]")
+        elif isinstance(node, ast.AST):
+            size += 1
+            out.append(type(node).__name__ + "(")
+            renamed, space = _NAMES.get(type(node), ("", 0))
+            for field, value in ast.iter_fields(node):
+                if field in _SET_ASIDE:
+                    continue
+                if field == renamed and isinstance(value, str):
+                    out.append(names[space].setdefault(value, f"{'na'[space]}{len(names[space])}"))
+                else:
+                    walk(value)
+                out.append(",")
+            out.append(")")
+        else:
+            out.append(repr(node))
+
+    walk(list(nodes))
+    return "".join(out), size
+
+
+def _pieces(tree: ast.AST) -> Iterable[tuple[str, int, ast.AST]]:
+    """(canonical text, size, first node) of every function and class and every run of WINDOW statements
+    in ``tree``, of MIN_COPY_NODES nodes or more."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            text, size = _canonical([node])
+            if size >= MIN_COPY_NODES:
+                yield text, size, node
+        for field in ("body", "orelse", "finalbody"):
+            body = getattr(node, field, None)
+            if not isinstance(body, list) or len(body) < WINDOW or not isinstance(body[0], ast.stmt):
+                continue
+            for i in range(len(body) - WINDOW + 1):
+                run = [b for b in body[i:i + WINDOW] if not _is_bare_string(b)]
+                if len(run) < WINDOW:
+                    continue
+                text, size = _canonical(run)
+                if size >= MIN_COPY_NODES:
+                    yield text, size, run[0]
+
+
+_PACKAGE_PIECES: dict[str, str] | None = None
+
+
+def package_pieces() -> dict[str, str]:
+    """Canonical text -> where it is (``goingdeeper.cifar.augment``), for the package's own source files
+    (read as text: nothing is imported)."""
+    global _PACKAGE_PIECES
+    if _PACKAGE_PIECES is None:
+        from pathlib import Path
+
+        here = Path(__file__).resolve().parent
+        pieces: dict[str, str] = {}
+        for path in sorted(here.rglob("*.py")):
+            tree = _parse(path.read_text(encoding="utf-8"))
+            if tree is None:
+                continue
+            module = ".".join([COURSE_PACKAGE, *path.relative_to(here).with_suffix("").parts])
+            owner: dict[int, str] = {}
+            for top in ast.walk(tree):
+                if isinstance(top, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    for inner in ast.walk(top):
+                        owner.setdefault(id(inner), f"{module}.{top.name}")
+            for text, _, node in _pieces(tree):
+                pieces.setdefault(text, owner.get(id(node), module))
+        _PACKAGE_PIECES = pieces
+    return _PACKAGE_PIECES
+
+
+def copied_from(node: ast.AST) -> tuple[str, ast.AST] | None:
+    """(where in the package, first copied node) when ``node`` holds a copy of the package's code."""
+    pieces = package_pieces()
+    for text, _, first in _pieces(node):
+        if text in pieces:
+            return pieces[text], first
+    return None
+
+
 def find_breaches(sources: Sequence[str], names: Sequence[str], *, torch: bool = True,
-                  allow: Sequence[str] = ()) -> tuple[list[Breach], list[Evasion], list[str]]:
+                  allow: Sequence[str] = (), copies: bool = True) -> tuple[list[Breach], list[Evasion], list[str]]:
     """(breaches, evasive forms, names not found) for the answer made of ``names``, read from ``sources``.
 
     ``sources``: the cells that ran, in order (the set-up cell among them). ``allow``: dotted paths
     of the course's package this answer may use (``goingdeeper.cifar.normalize``: plumbing that is
-    not an exercise). Each breach and evasion is reported once per line.
+    not an exercise). ``copies``: look for copies of the package's code too. Each breach and evasion is
+    reported once per line.
     """
     reader = _Reader(sources)
     breaches: list[Breach] = []
@@ -263,11 +388,11 @@ def find_breaches(sources: Sequence[str], names: Sequence[str], *, torch: bool =
                 reported.add((answer, line, rule))
                 breaches.append(Breach(answer, rule, line, code, what, via))
 
-        def evasion(node: ast.AST, what: str) -> None:
+        def evasion(node: ast.AST, what: str, note: str = "") -> None:
             line, code = text(node)
             if (answer, line, "evasion") not in reported:
                 reported.add((answer, line, "evasion"))
-                evasions.append(Evasion(answer, line, code, what))
+                evasions.append(Evasion(answer, line, code, what, *([note] if note else [])))
 
         def global_path(node: ast.AST, local: set[str]) -> str | None:
             """The dotted path a global name (with its attributes) stands for, when bound by an import."""
@@ -335,6 +460,10 @@ def find_breaches(sources: Sequence[str], names: Sequence[str], *, torch: bool =
                 visit(child, local)
 
         node = definition.node
+        if copies:
+            copy = copied_from(node)
+            if copy is not None:
+                evasion(copy[1], f"the same code as {copy[0]} with its names changed", COPY_NOTE)
         if isinstance(node, ast.ClassDef):
             for base in [*node.bases, *(k.value for k in node.keywords), *node.decorator_list]:
                 visit(base, set())

@@ -137,3 +137,76 @@ def test_a_rebinding_in_the_same_cell_counts_in_order():
     assert _read("cifar = 5\nfrom goingdeeper import cifar\n\n\ndef f(x):\n    return cifar.augment(x)\n", "f")[0] == \
         ["goingdeeper.cifar.augment"]
     assert _read("from goingdeeper import cifar\ncifar = 5\n\n\ndef f(x):\n    return cifar.augment(x)\n", "f")[0] == []
+
+
+# -- likeness to the course's code ------------------------------------------------------------------
+def _disguised(source: str) -> str:
+    """``source`` as a copier would leave it: every name changed, docstrings gone, a comment added."""
+    import ast
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node):
+            node.id = f"my_{node.id}"
+            return node
+
+        def visit_arg(self, node):
+            node.arg, node.annotation = f"my_{node.arg}", None
+            return node
+
+        def visit_FunctionDef(self, node):
+            self.generic_visit(node)
+            node.name, node.returns = (node.name if node.name.startswith("__") else f"my_{node.name}"), None
+            if ast.get_docstring(node):
+                node.body = node.body[1:]
+            return node
+
+    tree = Rename().visit(ast.parse(source))
+    return "# written by me\n" + ast.unparse(ast.fix_missing_locations(tree))
+
+
+def test_a_copy_of_the_package_with_its_names_changed_is_flagged_for_the_instructor():
+    import inspect
+
+    from goingdeeper import cifar, models
+
+    for obj, where in ((cifar.augment, "goingdeeper.cifar.augment"), (models.PreActBlock, "goingdeeper.models.PreActBlock")):
+        cell = _disguised(inspect.getsource(obj))
+        name = f"my_{obj.__name__}" if inspect.isfunction(obj) else obj.__name__
+        breaches, evasions, missing = _read(cell, name)
+        assert not breaches and not missing, (breaches, missing)  # a likeness is the instructor's to judge
+        assert evasions == [f"the same code as {where} with its names changed"], evasions
+    # Pasted into a function of one's own: a run of statements is enough.
+    body = inspect.getsource(cifar.augment).split('"""', 2)[2]
+    cell = "def mine(x, generator=None, pad=4, flip=True):\n    print('augmenting')" + body
+    assert _read(cell, "mine")[1] == ["the same code as goingdeeper.cifar.augment with its names changed"]
+    flags: list[str] = []
+    ownwork.GRADER_HOOK = ownwork.GraderHook(lambda: [SETUP, cell], flags.append)
+    try:
+        own_work("mine")  # no verdict
+    finally:
+        ownwork.GRADER_HOOK = None
+    assert len(flags) == 1 and "a copy of the course's code or a coincidence: compare them" in flags[0], flags
+
+
+def test_small_idioms_and_the_solutions_are_nobodys_copy():
+    """Measured: no answer cell of solutions/ and no right or wrong version in tests/wrong has a piece of
+    MIN_COPY_NODES nodes or more in common with the package (the largest accidental likeness is 11 nodes)."""
+    import nbformat
+
+    from goingdeeper.scratch import ROOT
+    from wrong import by_assignment, right_by_assignment
+
+    sources = [c.source for p in sorted((ROOT / "solutions").glob("*/*.ipynb"))
+               for c in nbformat.read(p, as_version=4).cells if c.cell_type == "code"]
+    sources += [w.source for ws in by_assignment().values() for w in ws]
+    sources += [r.source for rs in right_by_assignment().values() for r in rs]
+    sources.append("def train_step(model, optimizer, x, y):\n    optimizer.zero_grad()\n"
+                   "    loss = F.cross_entropy(model(x), y)\n    loss.backward()\n    optimizer.step()\n"
+                   "    return loss.item(), (model(x).argmax(1) != y).sum().item()\n")
+    likenesses = []
+    for source in sources:
+        tree = ownwork._parse(source)
+        found = tree is not None and ownwork.copied_from(tree)
+        if found:
+            likenesses.append((found[0], source[:120]))
+    assert not likenesses, likenesses
