@@ -49,11 +49,10 @@ if "_gd_scribbling" not in globals():
             if value.flags.writeable and value.dtype.kind == "f":
                 value.fill(float("nan"))
         elif type(value).__module__.startswith("torch") and hasattr(value, "is_floating_point"):
-            import torch as _gd_torch
-
+            # No torch import here: the helpers are part of the answer cells, and notebooks 01-03 forbid torch
+            # in answers. A tensor that does not require grad can be filled in place without no_grad().
             if value.is_floating_point() and not value.requires_grad:
-                with _gd_torch.no_grad():
-                    value.fill_(float("nan"))
+                value.fill_(float("nan"))
         elif type(value) in (list, tuple):
             for v in value:
                 _gd_scribble(v, depth + 1)

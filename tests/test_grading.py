@@ -13,13 +13,15 @@ The tests then read the gradebook:
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from goingdeeper.course import assignments
-from goingdeeper.scratch import ScratchCourse, answer_ids, graded_cells, replace_cell
+from goingdeeper.scratch import ROOT, ScratchCourse, answer_ids, graded_cells, replace_cell
 from packing import pack
 from scribble import scribbler
 from wrong import by_assignment, right_by_assignment
@@ -59,10 +61,24 @@ def graded(request, tmp_path_factory):
     rights = RIGHT.get(assignment, [])
     for i, right in enumerate(rights):
         course.submit(f"right{i:02d}", assignment, replace_cell(solution, right.answer, right.source.strip()), name)
-    course.autograde(assignment)
+    # The same submissions, graded by our command in a course with our layout. nbgrader's autograde runs one
+    # notebook at a time (one core); ours runs beside it with one worker on the other core.
+    ours = ScratchCourse(tmp_path_factory.mktemp(f"ours-{assignment}"), course_config=True)
+    ours.add_source(assignment)
+    ours.generate(assignment)
+    for student_dir in sorted(course.submitted_dir.iterdir()):
+        ours.submit(student_dir.name, assignment, nbformat.read(student_dir / assignment / name, as_version=4), name)
+    ours_run = subprocess.Popen([sys.executable, str(ROOT / "autograder" / "grade.py"), assignment, "--course",
+                                 str(ours.root), "--quiet", "--workers", "1"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        course.autograde(assignment)
+    finally:
+        ours_output = ours_run.communicate(timeout=3600)[0]
     return {
         "assignment": assignment, "course": course, "name": name, "solution": solution,
         "release": release, "wrongs": wrongs, "rights": rights, "groups": groups, "student_of": student_of,
+        "ours": ours, "ours_run": (ours_run.returncode, ours_output),
     }
 
 
@@ -166,24 +182,11 @@ def test_wrong_implementations_are_rejected_with_feedback(graded):
 
 
 @pytest.fixture(scope="module")
-def ours(graded, tmp_path_factory):
-    """The same submissions graded by our command (autograder/grade.py) in a course with our layout."""
-    import subprocess
-    import sys
-
-    from goingdeeper.scratch import ROOT
-
-    a, name = graded["assignment"], graded["name"]
-    course = ScratchCourse(tmp_path_factory.mktemp(f"ours-{a}"), course_config=True)
-    course.add_source(a)
-    course.generate(a)
-    for student_dir in sorted((graded["course"].submitted_dir).iterdir()):
-        nb = nbformat.read(student_dir / a / name, as_version=4)
-        course.submit(student_dir.name, a, nb, name)
-    run = subprocess.run([sys.executable, str(ROOT / "autograder" / "grade.py"), a, "--course", str(course.root),
-                          "--quiet"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stdout + run.stderr
-    return course
+def ours(graded):
+    """The same submissions graded by our command (autograder/grade.py), run beside nbgrader's autograde."""
+    returncode, output = graded["ours_run"]
+    assert returncode == 0, output
+    return graded["ours"]
 
 
 def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):

@@ -68,9 +68,9 @@ def machine(request, tmp_path_factory):
     mp.undo()
 
 
-def _course(root, course_config: bool) -> ScratchCourse:
+def _course(root, course_config: bool, only: list[str] | None = None) -> ScratchCourse:
     course = ScratchCourse(root, course_config=course_config)
-    for a in assignments():
+    for a in only or assignments():
         course.add_source(a)
         course.generate(a)
         name = f"{a}.ipynb"
@@ -78,9 +78,9 @@ def _course(root, course_config: bool) -> ScratchCourse:
     return course
 
 
-def _full_marks(course: ScratchCourse, how: str, machine: dict) -> None:
+def _full_marks(course: ScratchCourse, how: str, machine: dict, only: list[str] | None = None) -> None:
     short = {}
-    for a in assignments():
+    for a in only or assignments():
         scores = course.cell_scores(a, "solution", a)
         lost = {cell: s for cell, s in scores.items() if s[0] != s[1]}
         if lost:
@@ -90,11 +90,23 @@ def _full_marks(course: ScratchCourse, how: str, machine: dict) -> None:
 
 
 def test_nbgrader_gives_the_solutions_full_marks(machine):
+    """Two courses of half the assignments each, graded side by side: ``nbgrader autograde`` runs one notebook
+    at a time, on one core."""
+    from concurrent.futures import ThreadPoolExecutor
+
     _skip_unless_chosen(machine, "nbgrader")
-    course = _course(machine["root"] / "nbgrader", course_config=False)
-    for a in assignments():
-        course.autograde(a)
-    _full_marks(course, "nbgrader autograde", machine)
+    halves = [assignments()[0::2], assignments()[1::2]]
+    courses = [_course(machine["root"] / f"nbgrader {i}", course_config=False, only=half)
+               for i, half in enumerate(halves)]
+
+    def grade(i: int) -> None:
+        for a in halves[i]:
+            courses[i].autograde(a)
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(grade, range(2)))
+    for course, half in zip(courses, halves):
+        _full_marks(course, "nbgrader autograde", machine, half)
 
 
 @pytest.mark.skipif(not bwrap_available(), reason="bubblewrap is not available here (apt install bubblewrap)")
