@@ -529,5 +529,7 @@ def check_own_work(names: Sequence[str], *, torch: bool = True, allow: Sequence[
             hook.flag(e.flag())
         for name in missing:
             hook.flag(f"{name} is not defined by a def, class or assignment the grader can read")
+        for b in breaches:  # the instructor sees it in the report, apart from ordinary failures
+            hook.flag(f"not the student's own work: {b.name} uses {b.what} (line {b.line}: {b.text})")
     if breaches:
         raise CheckFailed(breaches[0].message())

@@ -41,17 +41,20 @@ def _names(source: str) -> tuple[set[str], set[str]]:
 def reach(notebook: nbformat.NotebookNode) -> dict[str, set[str]]:
     """For every graded test cell: the answer cells (grade ids) whose code it may run, its own included.
 
-    A name a cell uses is taken from the nearest cell above that defines it (the order the notebook runs in).
+    A name a cell uses is taken from the nearest cell above that defines it (the order the notebook runs in);
+    a name no cell above defines, from the last cell that does (a method of a class given early calls a
+    function the student writes later; the own-work check reads it the same way).
     """
     cells = [c for c in notebook.cells if c.cell_type == "code"]
     meta = [c.metadata.get("nbgrader", {}) for c in cells]
     ids = [m.get("grade_id") or f"cell{i}" for i, m in enumerate(meta)]
     answers = {ids[i] for i, m in enumerate(meta) if m.get("solution")}
+    names = [_names(cell.source) for cell in cells]
+    last_owner = {name: cid for cid, (defined, _) in zip(ids, names) for name in defined}
     owner: dict[str, str] = {}
     edges: dict[str, set[str]] = {}
-    for cid, cell in zip(ids, cells):
-        defined, used = _names(cell.source)
-        edges[cid] = {owner[n] for n in used if n in owner}
+    for cid, (defined, used) in zip(ids, names):
+        edges[cid] = {owner.get(n, last_owner.get(n)) for n in used if n in owner or n in last_owner}
         for name in defined:
             owner[name] = cid
 

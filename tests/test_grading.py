@@ -22,6 +22,7 @@ import pytest
 
 from goingdeeper.course import assignments
 from goingdeeper.scratch import ROOT, ScratchCourse, answer_ids, graded_cells, replace_cell
+from answer_key import answer_key
 from packing import pack
 from scribble import scribbler
 from wrong import by_assignment, right_by_assignment
@@ -53,14 +54,24 @@ def graded(request, tmp_path_factory):
     course.submit("solution", assignment, solution, name)
     course.submit("release", assignment, release, name)
     course.submit("scribbler", assignment, scribbler(solution), name)
+    course.submit("answerkey", assignment, answer_key(assignment, solution), name)
     wrongs = WRONG.get(assignment, [])
     groups = pack(wrongs, solution)  # wrong versions of unrelated answers share a submission
     for g, group in enumerate(groups):
         course.submit(_student(g), assignment, _apply(solution, wrongs, group), name)
     student_of = {i: _student(g) for g, group in enumerate(groups) for i in group}
+    # Right versions share submissions too: the k-th right version of every answer goes into submission k
+    # (right answers of different answers cannot make each other wrong).
     rights = RIGHT.get(assignment, [])
+    right_student: dict[int, str] = {}
     for i, right in enumerate(rights):
-        course.submit(f"right{i:02d}", assignment, replace_cell(solution, right.answer, right.source.strip()), name)
+        right_student[i] = f"right{sum(r.answer == right.answer for r in rights[:i]):02d}"
+    for student in sorted(set(right_student.values())):
+        nb = solution
+        for i, right in enumerate(rights):
+            if right_student[i] == student:
+                nb = replace_cell(nb, right.answer, right.source.strip())
+        course.submit(student, assignment, nb, name)
     # The same submissions, graded by our command in a course with our layout. nbgrader's autograde runs one
     # notebook at a time (one core); ours runs beside it with one worker on the other core.
     ours = ScratchCourse(tmp_path_factory.mktemp(f"ours-{assignment}"), course_config=True)
@@ -77,7 +88,8 @@ def graded(request, tmp_path_factory):
         ours_output = ours_run.communicate(timeout=3600)[0]
     return {
         "assignment": assignment, "course": course, "name": name, "solution": solution,
-        "release": release, "wrongs": wrongs, "rights": rights, "groups": groups, "student_of": student_of,
+        "release": release, "wrongs": wrongs, "rights": rights, "right_student": right_student, "groups": groups,
+        "student_of": student_of,
         "ours": ours, "ours_run": (ours_run.returncode, ours_output),
     }
 
@@ -117,11 +129,32 @@ def test_right_answers_written_differently_earn_full_marks_in_both_graders(grade
     problems = []
     for i, right in enumerate(graded["rights"]):
         for label, course in (("nbgrader", graded["course"]), ("ours", ours)):
-            scores = course.cell_scores(a, f"right{i:02d}", stem)
+            scores = course.cell_scores(a, graded["right_student"][i], stem)
             short = {gid: s for gid, s in scores.items() if s[0] != s[1]}
             if short:
                 problems.append(f"{right.answer} ({right.how}) loses points with {label}: {short}")
     assert not problems, "\n".join(problems)
+
+
+def test_an_answer_key_made_of_the_course_package_scores_zero_and_is_flagged(graded, ours):
+    """Every answer replaced by calls into what the course installs (tests/answer_key.py): 0 in every cell of
+    both graders, each with the own-work rule's message, and our report flags the submission."""
+    import json
+
+    a, name = graded["assignment"], graded["name"]
+    rule = "may not call, subclass, import, exec or read the source of the course's own package"
+    problems = []
+    for label, course in (("nbgrader", graded["course"]), ("ours", ours)):
+        scores = course.cell_scores(a, "answerkey", Path(name).stem)
+        problems += [f"{label}: {gid} scores {s[0]}" for gid, s in scores.items() if s[0] != 0]
+        for gid, cell in graded_cells(course.autograded_notebook(a, "answerkey", name)).items():
+            _, errors = _outputs_text(cell)
+            if rule not in errors:
+                problems.append(f"{label}: {gid} does not give the rule's message: {errors[:200]}")
+    assert not problems, "\n".join(problems)
+    results = json.loads((ours.root / "autograder" / "reports" / a / "results.json").read_text())
+    (key,) = [r for r in results if r["student"] == "answerkey"]
+    assert any("not the student's own work" in f for f in key["flags"]), key["flags"]
 
 
 def test_release_scores_zero_in_every_cell(graded):
@@ -154,7 +187,7 @@ def test_every_answer_has_a_test_and_a_wrong_version(graded):
 
 def test_test_cells_are_silent_on_stderr(graded):
     course, a, name = graded["course"], graded["assignment"], graded["name"]
-    for student in ["solution", "release", "scribbler"] + [_student(g) for g in range(len(graded["groups"]))]:
+    for student in ["solution", "release", "scribbler", "answerkey"] + [_student(g) for g in range(len(graded["groups"]))]:
         nb = course.autograded_notebook(a, student, name)
         for gid, cell in graded_cells(nb).items():
             stderr, _ = _outputs_text(cell)
@@ -192,8 +225,8 @@ def ours(graded):
 def test_our_grader_agrees_with_nbgrader_cell_by_cell(graded, ours):
     """Same verdict for every cell of the solution, the release and every wrong implementation."""
     a, stem = graded["assignment"], Path(graded["name"]).stem
-    students = (["solution", "release", "scribbler"] + [_student(g) for g in range(len(graded["groups"]))]
-                + [f"right{i:02d}" for i in range(len(graded["rights"]))])
+    students = (["solution", "release", "scribbler", "answerkey"] + [_student(g) for g in range(len(graded["groups"]))]
+                + sorted(set(graded["right_student"].values())))
     disagreements = {}
     for student in students:
         theirs = graded["course"].cell_scores(a, student, stem)
