@@ -303,6 +303,9 @@ def _preload() -> None:
                    "goingdeeper.scalar", "goingdeeper.grading", "matplotlib"):
         with contextlib.suppress(ImportError):
             __import__(module)
+    from goingdeeper import ownwork
+
+    ownwork.package_pieces()  # the package's code, read once, for the own-work check's likeness flags
 
 
 def _is_real_dir(path: Path) -> bool:
