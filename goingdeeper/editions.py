@@ -41,6 +41,7 @@ __all__ = [
     "notebook_info",
     "source_version",
     "write_zip",
+    "zip_timestamp",
 ]
 
 EDITION_NAME = "going-deeper"
@@ -52,7 +53,8 @@ SETUP_FILES = ("course.sh", "requirements.txt", "environment.yml", "pyproject.to
 #: Text that only instructor material holds: nbgrader's solution and hidden-test markers, and the
 #: loader of the reference implementations.
 INSTRUCTOR_MARKERS = ("BEGIN SOLUTION", "END SOLUTION", "BEGIN HIDDEN TESTS", "END HIDDEN TESTS", "load_reference")
-#: Zip entries carry this timestamp (the earliest a zip can hold).
+#: Zip entries carry this timestamp where nothing better is known (the earliest a zip can hold); see
+#: :func:`zip_timestamp`.
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 _SKIPPED_PARTS = {"__pycache__", ".ipynb_checkpoints"}
 
@@ -142,11 +144,34 @@ def _readme(root: Path, provenance: str) -> str:
     return jinja2.Template(template, keep_trailing_newline=True).render(notebooks=notebooks, provenance=provenance)
 
 
-def write_zip(folder: Path, zip_path: Path) -> Path:
-    """Zip ``folder`` as ``<folder name>/...`` with sorted entries, fixed timestamps and permissions."""
+def zip_timestamp(root: Path = ROOT) -> tuple[int, int, int, int, int, int]:
+    """The date the zip's entries carry: ``SOURCE_DATE_EPOCH`` when set (the reproducible-builds convention),
+    else the time of the course repository's last commit, else :data:`ZIP_TIMESTAMP`. The same sources give
+    the same date, and unzipped files do not say "modified 46 years ago" (what 1980 looks like in a lab)."""
+    import datetime
+    import os
+
+    seconds: str | None = os.environ.get("SOURCE_DATE_EPOCH")
+    if not seconds:
+        try:
+            seconds = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=root, capture_output=True, text=True,
+                                     check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            seconds = None
+    try:
+        when = datetime.datetime.fromtimestamp(int(seconds), datetime.timezone.utc) if seconds else None
+    except (ValueError, OverflowError, OSError):
+        when = None
+    if when is None or when.year < 1980:
+        return ZIP_TIMESTAMP
+    return (when.year, when.month, when.day, when.hour, when.minute, when.second - when.second % 2)  # zip: 2 s steps
+
+
+def write_zip(folder: Path, zip_path: Path, timestamp: tuple[int, ...] = ZIP_TIMESTAMP) -> Path:
+    """Zip ``folder`` as ``<folder name>/...`` with sorted entries, one timestamp and fixed permissions."""
     with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
         for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-            info = zipfile.ZipInfo(f"{folder.name}/{path.relative_to(folder).as_posix()}", ZIP_TIMESTAMP)
+            info = zipfile.ZipInfo(f"{folder.name}/{path.relative_to(folder).as_posix()}", timestamp)
             info.create_system = 3  # Unix, so that unzip restores the permissions below
             mode = 0o755 if path.stat().st_mode & 0o100 else 0o644
             info.external_attr = (0o100000 | mode) << 16
@@ -198,7 +223,7 @@ def build_student_edition(out_dir: Path, root: Path = ROOT, *, check_release: bo
         target.write_bytes(content)
         if name == "course.sh":
             target.chmod(0o755)
-    return folder, write_zip(folder, zip_path)
+    return folder, write_zip(folder, zip_path, zip_timestamp(root))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -502,6 +502,13 @@ def _kernel_sources() -> list[str] | None:
     return [s for s in shell.history_manager.input_hist_parsed if s and not _is_test_cell(s)]
 
 
+def _kernel_namespace() -> dict:
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    return shell.user_ns if shell is not None else {}
+
+
 def _is_test_cell(source: str) -> bool:
     tree = _parse(source)
     if tree is None:
@@ -522,6 +529,11 @@ def check_own_work(names: Sequence[str], *, torch: bool = True, allow: Sequence[
     sources = hook.sources() if hook is not None else _kernel_sources()
     if sources is None:  # not in a notebook (a script, a test of the package): nothing to read
         return
+    if hook is None:
+        undefined = [n for n in names if n not in _kernel_namespace()]
+        if undefined:  # the answer cell is unanswered or has not run: say so, not a bare NameError later
+            raise CheckFailed(f"{', '.join(undefined)} {'is' if len(undefined) == 1 else 'are'} not defined yet: "
+                              "write the answer cell above this test and run it (Shift+Enter), then run this test.")
     # Likenesses are flags for the instructor: looked for only where there is a report to carry them.
     breaches, evasions, missing = find_breaches(sources, names, torch=torch, copies=hook is not None,
                                           allow=[a if _is_course(a) else f"{COURSE_PACKAGE}.{a}" for a in allow])

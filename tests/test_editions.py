@@ -29,6 +29,7 @@ from goingdeeper.editions import (
     INSTRUCTOR_MARKERS,
     INSTRUCTOR_MODULES,
     ZIP_TIMESTAMP,
+    zip_timestamp,
     build_student_edition,
     instructor_material,
 )
@@ -95,12 +96,22 @@ def test_student_edition_zip_is_the_folder_and_deterministic(tmp_path):
         infos = archive.infolist()
         names = [i.filename for i in infos]
         assert names == sorted(names)
-        assert all(i.date_time == ZIP_TIMESTAMP for i in infos)
+        assert all(i.date_time == zip_timestamp() for i in infos)
+        assert zip_timestamp()[0] >= 2025, "a git checkout dates the entries by its last commit, not 1980"
         assert {n.removeprefix(f"{EDITION_NAME}/") for n in names} == set(_files(first[0]))
         for name in names:
             assert archive.read(name) == (first[0].parent / name).read_bytes(), name
         mode = archive.getinfo(f"{EDITION_NAME}/course.sh").external_attr >> 16
         assert mode & 0o111, "course.sh lost its executable bit in the zip"
+
+
+def test_zip_timestamp_follows_source_date_epoch_and_falls_back_to_1980(monkeypatch, tmp_path):
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1767225601")  # 2026-01-01 00:00:01 UTC
+    assert zip_timestamp() == (2026, 1, 1, 0, 0, 0)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "not a number")
+    assert zip_timestamp(tmp_path) == ZIP_TIMESTAMP  # not a date, and no git history in tmp_path
+    monkeypatch.delenv("SOURCE_DATE_EPOCH")
+    assert zip_timestamp(tmp_path) == ZIP_TIMESTAMP
 
 
 def test_student_edition_course_sh_offers_only_the_students_commands(edition):

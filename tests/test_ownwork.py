@@ -210,3 +210,12 @@ def test_small_idioms_and_the_solutions_are_nobodys_copy():
         if found:
             likenesses.append((found[0], source[:120]))
     assert not likenesses, likenesses
+
+
+def test_in_the_kernel_an_answer_not_yet_run_is_named_not_a_bare_name_error(monkeypatch):
+    monkeypatch.setattr(ownwork, "_kernel_sources", lambda: [SETUP])
+    monkeypatch.setattr(ownwork, "_kernel_namespace", lambda: {"total": 5})
+    with pytest.raises(CheckFailed, match=r"^direct, speedup are not defined yet: write the answer cell above"):
+        own_work("direct", "total", "speedup")
+    monkeypatch.setattr(ownwork, "_kernel_namespace", lambda: {"direct": 1, "total": 5, "speedup": 2})
+    own_work("direct", "total", "speedup")
