@@ -446,7 +446,15 @@ def activation_percentiles_figure(runs: list[Run], layer: int):
                                                                       " = the sigmoid's input")))
         if with_bn:
             panels.append((run, run.percentiles[layer], f"{run.label}\nunit {unit} after BN = the sigmoid's input"))
-    fig, axes = plt.subplots(1, len(panels) + 1, figsize=(4.2 * (len(panels) + 1), 3.6))
+    # At most three panels a row: a row of four or more is drawn so wide that a notebook shrinks its text
+    # (and its legend) to a few pixels.
+    ncols = min(3, len(panels) + 1)
+    nrows = -(-(len(panels) + 1) // ncols)
+    fig, grid = plt.subplots(nrows, ncols, figsize=(4.4 * ncols, 3.6 * nrows), squeeze=False)
+    axes = list(grid.flat)
+    for spare in axes[len(panels) + 1:]:
+        spare.set_visible(False)
+    axes = axes[:len(panels) + 1]
     low = min(float(np.min(np.asarray(p)[:, unit, 0])) for _, p, _ in panels)
     high = max(float(np.max(np.asarray(p)[:, unit, 2])) for _, p, _ in panels)
     for ax, (run, p, title) in zip(axes, panels):
@@ -471,7 +479,7 @@ def activation_percentiles_figure(runs: list[Run], layer: int):
     ax.set_title(f"all {first.shape[1]} units of layer {layer}: how far the median moved\n"
                  "(in units of the initial 15-85 spread)", fontsize=9)
     ax.set_xlabel("training step")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -494,7 +502,7 @@ def plot_training_curves(runs: list[Run], *, ax=None, title: str = ""):
     ax.set_xlabel("training step")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=9)
     return ax
 
 
@@ -818,7 +826,7 @@ def _static_training(steps: int, batchnorm: Any = True) -> Any:
     import matplotlib.pyplot as plt
 
     rates = (0.05, 0.5, 5.0)
-    fig, axes = plt.subplots(1, len(rates), figsize=(15, 3.8), sharey=True)
+    fig, axes = plt.subplots(1, len(rates), figsize=(13, 3.8), sharey=True)
     for ax, lr in zip(axes, rates):
         runs = [train(batchnorm=flag, lr=lr, steps=steps) for flag in (False, batchnorm)]
         plot_training_curves(runs, ax=ax, title=f"lr {lr:g} (depth 6, sigmoid, init x1)")
