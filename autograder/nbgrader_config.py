@@ -58,4 +58,21 @@ class ClearHiddenTestsOfTestCells(ClearHiddenTests):
         return cell, resources
 
 
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTestsOfTestCells, CSSHTMLHeaderPreprocessor]
+class WrapLongLines(CSSHTMLHeaderPreprocessor):
+    """nbgrader's feedback page with long lines wrapped: a test's message is one long line, and a page that
+    scrolls sideways hides its end, where the message says what to fix. (The page inlines the CSS this
+    preprocessor hands it, after the syntax highlighting's.)"""
+
+    WRAP = ("div.output_area pre, div.output_subarea pre, div.output_text pre, div.input_area pre, .highlight pre "
+            "{ white-space: pre-wrap !important; overflow-wrap: anywhere; }\n"
+            "div.output_subarea, div.input_area { overflow-x: visible; max-width: 100%; }\n"
+            "div.output_subarea img { max-width: 100%; height: auto; }")
+
+    def preprocess(self, nb, resources):
+        nb, resources = super().preprocess(nb, resources)
+        resources.setdefault("inlining", {}).setdefault("css", []).append(self.WRAP)
+        return nb, resources
+
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTestsOfTestCells, WrapLongLines]
+c.WrapLongLines.enabled = True  # nbconvert's preprocessors are off unless enabled by name

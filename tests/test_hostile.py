@@ -220,6 +220,7 @@ def test_feedback_hides_hidden_tests_but_says_what_failed(batch):
     course.nbgrader("generate_feedback", ASSIGNMENT, "--student=infinite_loop")
     html = (course.feedback_dir / "infinite_loop" / ASSIGNMENT / NAME.replace(".ipynb", ".html")).read_text()
     assert "time limit" in html
+    assert "overflow-wrap: anywhere" in html, "long messages wrap (WrapLongLines in autograder/nbgrader_config.py)"
     for secret in ("BEGIN HIDDEN TESTS", "load_reference", "default_rng(606)"):
         assert secret not in html
 
