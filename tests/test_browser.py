@@ -158,6 +158,8 @@ def test_an_answer_turns_its_test_to_a_tick_and_validate_shows_its_dialog(lab, b
     page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.set_default_timeout(60_000)
     _open(page, lab, f"{a}/{a}.ipynb")
+    menus = page.locator(".lm-MenuBar-itemLabel").all_inner_texts()
+    assert "Nbgrader" not in menus, f"the student's lab shows an Nbgrader menu (its items are instructors'): {menus}"
     cells = page.locator(".jp-Notebook .jp-Cell")
     # Run the cells above the answer (the set-up), then type the answer and run it and its test.
     cells.nth(0).click()
