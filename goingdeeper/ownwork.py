@@ -180,13 +180,21 @@ def _module_level(body: list) -> Iterable[ast.stmt]:
 
 
 def _may_define_at_run_time(statement: ast.AST) -> bool:
-    """Does a top-level statement call exec/eval/compile/__import__ or reach a namespace (globals())?"""
+    """Can a top-level statement bind global names that no def, class, assignment or import shows?
+
+    ``exec``/``eval`` of code, and writes through the notebook's own namespace: ``globals()``, ``vars()`` and
+    ``locals()`` without an argument, a function's ``__globals__``, a frame's ``f_globals``, ``sys.modules``,
+    the builtins. Not ``vars(np)[...]`` or ``checks.__dict__``: those change another module, whose names an
+    answer reaches through that module (and the grader flags the change)."""
     for node in ast.walk(statement):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in EVASIVE_CALLS:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+            if node.func.id in ("exec", "eval") or (node.func.id in ("globals", "vars", "locals") and not node.args):
+                return True
+        if isinstance(node, ast.Name) and node.id in ("builtins", "__builtins__"):
             return True
-        if isinstance(node, ast.Name) and node.id in EVASIVE_NAMES:
+        if isinstance(node, ast.Attribute) and node.attr in ("__globals__", "__builtins__", "f_globals"):
             return True
-        if isinstance(node, ast.Attribute) and node.attr in EVASIVE_ATTRIBUTES:
+        if isinstance(node, ast.Attribute) and node.attr == "modules" and _dotted(node.value) == ("sys", []):
             return True
     return False
 

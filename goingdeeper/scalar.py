@@ -395,10 +395,15 @@ def _local_gradients_only(root: Any, inputs: Sequence[Any]) -> list[float]:
     return [total.get(id(x), 0.0) for x in inputs]
 
 
-def backward_hint(got: Any, local_only: float) -> str:
+def backward_hint(got: Any, local_only: float, beside_root: Any = None) -> str:
     """The hint for a wrong gradient on the lecture's graph f = (x + y) z: what the value says went wrong.
-    ``local_only`` is what adding the local gradients without the upstream factor would give this node."""
+    ``local_only`` is what adding the local gradients without the upstream factor would give this node;
+    ``beside_root``: the gradient a parent of the root (z) received, when this node is further down."""
     value = as_number(got, "the gradient")
+    if value == 0 and beside_root is not None and as_number(beside_root, "the gradient") != 0:
+        return ("The root's own parents got their gradients but this node got none: it was visited before the "
+                "nodes above it had passed theirs on. A node's gradient must be complete before it is passed on to "
+                "its parents: in which order must backward visit the nodes?")
     if value == 0:
         return ("No gradient reached this node: backward must pass each node's gradient on to its parents "
                 "(parent.grad += local * node.grad), starting from the root.")
