@@ -537,11 +537,6 @@ def check_own_work(names: Sequence[str], *, torch: bool = True, allow: Sequence[
     sources = hook.sources() if hook is not None else _kernel_sources()
     if sources is None:  # not in a notebook (a script, a test of the package): nothing to read
         return
-    if hook is None:
-        undefined = [n for n in names if n not in _kernel_namespace()]
-        if undefined:  # the answer cell is unanswered or has not run: say so, not a bare NameError later
-            raise CheckFailed(f"{', '.join(undefined)} {'is' if len(undefined) == 1 else 'are'} not defined yet: "
-                              "write the answer cell above this test and run it (Shift+Enter), then run this test.")
     # Likenesses are flags for the instructor: looked for only where there is a report to carry them.
     breaches, evasions, missing = find_breaches(sources, names, torch=torch, copies=hook is not None,
                                           allow=[a if _is_course(a) else f"{COURSE_PACKAGE}.{a}" for a in allow])
@@ -554,3 +549,8 @@ def check_own_work(names: Sequence[str], *, torch: bool = True, allow: Sequence[
             hook.flag(f"not the student's own work: {b.name} uses {b.what} (line {b.line}: {b.text})")
     if breaches:
         raise CheckFailed(breaches[0].message())
+    if hook is None:
+        undefined = [n for n in names if n not in _kernel_namespace()]
+        if undefined:  # the answer cell is unanswered or has not run: say so, not a bare NameError later
+            raise CheckFailed(f"{', '.join(undefined)} {'is' if len(undefined) == 1 else 'are'} not defined yet: "
+                              "write the answer cell above this test and run it (Shift+Enter), then run this test.")
