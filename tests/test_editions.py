@@ -34,6 +34,7 @@ from goingdeeper.editions import (
     instructor_material,
 )
 from goingdeeper.reader import build_site, reader_notebook
+from goingdeeper.scratch import ROOT
 
 # -- the student edition ------------------------------------------------------------------------
 
@@ -159,6 +160,74 @@ def test_student_edition_package_imports_and_runs_every_set_up_cell(edition, tmp
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def _in_edition(edition: Path, tmp_path: Path, script: str, data: object) -> object:
+    """Run ``script`` with the edition's package (not the repository's) and ``data`` as DATA; return its RESULT."""
+    (tmp_path / "data.json").write_text(json.dumps(data))
+    code = (_WITHOUT_EDITABLE_INSTALLS
+            + "import json, pathlib, sys, goingdeeper\n"
+            f"assert pathlib.Path(goingdeeper.__file__).is_relative_to({str(edition)!r}), goingdeeper.__file__\n"
+            f"DATA = json.loads(pathlib.Path({str(tmp_path / 'data.json')!r}).read_text())\n"
+            + script + "\nprint(json.dumps(RESULT))\n")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(edition)}, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+#: Code of the edition's package that is (a piece of) a reference implementation of an exercise. Issue 17: the
+#: package's training loop still runs on its own augment; nothing else may join this list.
+KNOWN_IN_THE_PACKAGE = {"goingdeeper.cifar.augment"}
+
+
+def test_student_edition_package_holds_no_other_reference_implementation(edition, tmp_path):
+    """No function, class or run of statements of the installed package is a reference answer with its names
+    changed (the own-work reader's likeness, read by the edition's own code)."""
+    references = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "autograder" / "reference").glob("*.py"))}
+    script = (
+        "from goingdeeper import ownwork\n"
+        "pieces = ownwork.package_pieces()\n"
+        "RESULT = sorted({pieces[text] for source in DATA.values() for text, _, _ in "
+        "ownwork._pieces(ownwork._parse(source)) if text in pieces})\n"
+    )
+    found = set(_in_edition(edition, tmp_path, script, references))
+    assert found <= KNOWN_IN_THE_PACKAGE, f"the student's package holds reference code: {sorted(found - KNOWN_IN_THE_PACKAGE)}"
+
+
+def test_in_the_student_edition_an_answer_key_of_installed_code_fails_every_test(edition, tmp_path):
+    """Every answer made only of calls into what the edition installs (tests/answer_key.py) breaks the own-work
+    rule in every test cell, as the edition's own package reads it (what Validate and plain nbgrader run)."""
+    from answer_key import answer_key
+
+    from goingdeeper import ownwork
+    from goingdeeper.scratch import graded_cells
+
+    cases = []
+    for a in assignments():
+        key = answer_key(a, nbformat.read(ROOT / "solutions" / a / f"{a}.ipynb", as_version=4))
+        sources = [c.source for c in key.cells if c.cell_type == "code" and not ownwork._is_test_cell(c.source)]
+        for gid, cell in graded_cells(nbformat.read(edition / "notebooks" / a / f"{a}.ipynb", as_version=4)).items():
+            cases.append({"test": f"{a}:{gid}", "sources": sources, "call": cell.source})
+    script = (
+        "import ast\n"
+        "from goingdeeper import ownwork\n"
+        "RESULT = []\n"
+        "for case in DATA:\n"
+        "    calls = [n.value for n in ast.parse(case['call']).body if isinstance(n, ast.Expr) and\n"
+        "             isinstance(n.value, ast.Call) and getattr(n.value.func, 'id', '') == 'own_work']\n"
+        "    if not calls:\n"
+        "        RESULT.append([case['test'], 'no own_work call']); continue\n"
+        "    call = calls[0]\n"
+        "    kw = {k.arg: ast.literal_eval(k.value) for k in call.keywords}\n"
+        "    allow = [a if a.startswith('goingdeeper') else 'goingdeeper.' + a for a in kw.get('allow', ())]\n"
+        "    breaches, _, _ = ownwork.find_breaches(case['sources'], [ast.literal_eval(x) for x in call.args],\n"
+        "                                           torch=kw.get('torch', True), allow=allow)\n"
+        "    if not breaches:\n"
+        "        RESULT.append([case['test'], 'no breach'])\n"
+    )
+    unbroken = _in_edition(edition, tmp_path, script, cases)
+    assert len(cases) >= 40 and not unbroken, unbroken
 
 
 def test_student_edition_package_builds_as_a_wheel_without_instructor_modules(edition, tmp_path):
