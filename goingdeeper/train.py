@@ -475,13 +475,16 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
         augment: Callable[..., torch.Tensor] | None = None, train_step: Callable[..., Any] | None = None,
         evaluate: Callable[..., float] | None = None, lr_at: Callable[[int, int, float, bool], float] | None = None,
         grad_norms: Callable[[nn.Module], dict[str, float]] | None = None,
-        on_epoch: Callable[[History], Any] | None = None, progress: bool = True, device: str | torch.device | None = None,
+        on_epoch: Callable[[History], Any] | None = None, progress: bool | str = True,
+        device: str | torch.device | None = None,
         checkpoint_dir: str | os.PathLike[str] | None = None, resume: bool = False) -> History:
     """Train ``config.model`` (or ``model``) on ``data`` with the configuration's recipe; returns its History.
 
     data: the full CIFAR10 (``config.n_train`` / ``n_test`` take class-balanced subsets of it), on any device:
     it is copied to the training device once. augment / train_step / evaluate / lr_at / grad_norms: the hooks
     described in the module docstring (None: the package's own). on_epoch(history) runs after every epoch (on rank 0).
+    progress: a bar of steps with their rate and the time left (a string: its label, e.g. "network 2 of 4: resnet20";
+    False: none).
     device: None picks cuda, mps or cpu. checkpoint_dir: write ``<model>.pt`` there after every epoch (atomically);
     with ``resume=True`` a run continues from it exactly where it stopped (on the CPU: the same weights as an
     uninterrupted run). Under torchrun (an initialized process group), trains with DistributedDataParallel.
@@ -509,7 +512,7 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
 def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_fn: Callable[..., Any] | None,
          step_fn: Callable[..., Any] | None, eval_fn: Callable[..., float] | None, lr_fn: Callable[..., float] | None,
          norms_fn: Callable[[nn.Module], dict[str, float]] | None, on_epoch: Callable[[History], Any] | None,
-         progress: bool, dev: torch.device, amp: bool,
+         progress: bool | str, dev: torch.device, amp: bool,
          fmt: torch.memory_format, checkpoint_dir: str | os.PathLike[str] | None, resume: bool, rank: int,
          world: int) -> History:
     from tqdm.auto import tqdm
@@ -567,7 +570,8 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
     watch = set(config.grad_norms_at)
     convs = [(name, p) for name, p in net.named_parameters() if p.ndim == 4]
 
-    bar = tqdm(total=total, initial=iteration, desc=config.model, unit="step", dynamic_ncols=True,
+    bar = tqdm(total=total, initial=iteration, desc=progress if isinstance(progress, str) else config.model,
+               unit="step", dynamic_ncols=True,
                disable=not progress or rank != 0)
     try:
         for epoch in range(start_epoch, epochs):
