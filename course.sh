@@ -187,15 +187,15 @@ case "$cmd" in
     full_repository_only "$cmd"
     setup; activate
     cd "$ROOT"
-    exec python -m goingdeeper.course "$cmd" ;;
+    exec python -m instructor.course "$cmd" ;;
   site)
     full_repository_only site
     setup; activate
-    exec python -m goingdeeper.reader "$@" ;;
+    exec python -m instructor.reader "$@" ;;
   student-edition)
     full_repository_only student-edition
     setup; activate
-    exec python -m goingdeeper.editions "$@" ;;
+    exec python -m instructor.editions "$@" ;;
   execute)
     die "'execute' became 'bash course.sh site': a static site of the solved series that works offline (see bash course.sh help)" ;;
   grade)

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import nbformat
 
-from goingdeeper.course import SOLUTIONS, assignments
-from goingdeeper.scratch import ROOT, ScratchCourse
+from instructor.course import SOLUTIONS, assignments
+from instructor.scratch import ROOT, ScratchCourse
 
 sys.path.insert(0, str(ROOT / "tests"))
 from answer_key import answer_key  # noqa: E402

@@ -23,8 +23,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from goingdeeper.course import SOLUTIONS, assignments
-from goingdeeper.scratch import ScratchCourse
+from instructor.course import SOLUTIONS, assignments
+from instructor.scratch import ScratchCourse
 
 
 def main() -> None:

@@ -26,8 +26,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-from goingdeeper.course import SOLUTIONS, assignments
-from goingdeeper.scratch import ROOT, ScratchCourse
+from instructor.course import SOLUTIONS, assignments
+from instructor.scratch import ROOT, ScratchCourse
 
 
 def _course(tmp: Path, name: str, copies: int, course_config: bool) -> ScratchCourse:

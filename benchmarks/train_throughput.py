@@ -2,7 +2,7 @@
 
 In one run, on the same model, device and batch size:
 
-* pipeline: ``goingdeeper.train.fit``'s own loop (the images as one uint8 tensor on the device; per step: index a
+* pipeline: ``goingdeeper.train.fit``'s loop with the course's reference pieces (the images as one uint8 tensor on the device; per step: index a
   batch, batched augment and normalize, the training step);
 * bare step: the same training step on ready-made batches already on the device (the limit any input
   pipeline can reach), measured before and after the pipeline (their mean is the limit);
@@ -31,7 +31,17 @@ import numpy as np
 import torch
 
 from goingdeeper import cifar, train
+from goingdeeper.grading import load_reference
 from goingdeeper.models import build
+
+#: The course's training pieces (the package has none: they are notebook 05's exercises).
+REF = load_reference("degradation")
+
+
+def _step(net, opt, x, y, amp: bool) -> None:
+    """The reference's training step, with the forward pass in bf16 autocast when ``amp`` (as fit does)."""
+    model = train._AutocastForward(net, x.device) if amp else net
+    REF.train_step_on_device(model, opt, x, y)
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -87,7 +97,7 @@ def bare_step(data: cifar.CIFAR10, model_name: str, device: torch.device, batch:
 
     def step() -> None:
         x, y = ready[next(it) % len(ready)]
-        train.train_step(net, opt, x, y, amp=amp)
+        _step(net, opt, x, y, amp)
 
     return _timed(step, device, batch, seconds)
 
@@ -100,7 +110,7 @@ def pipeline(data: cifar.CIFAR10, model_name: str, device: torch.device, batch: 
     epochs = 1 + max(1, round(needed / n_train))
     config = train.Config(model=model_name, epochs=epochs, batch_size=batch, n_train=n_train, n_test=200,
                           eval_images=10, schedule="constant", lr=0.05)
-    history = train.fit(config, data, device=device, progress=False)
+    history = train.fit(config, data, device=device, progress=False, **REF.hooks(config))
     later = history.records[1:]
     steps = later[-1]["iteration"] - history.records[0]["iteration"]
     return steps * batch / sum(r["train_seconds"] for r in later)
@@ -146,7 +156,7 @@ def dataloader(data: cifar.CIFAR10, model_name: str, device: torch.device, batch
     def step() -> None:
         x, y = next(source)
         x = x.to(device, non_blocking=True).contiguous(memory_format=fmt)
-        train.train_step(net, opt, x, y.to(device, non_blocking=True), amp=amp)
+        _step(net, opt, x, y.to(device, non_blocking=True), amp)
 
     return _timed(step, device, batch, seconds)
 

@@ -3,7 +3,9 @@
 The notebooks teach; this package does the work around them: checks that
 explain failures in words (:mod:`goingdeeper.checks`), the oracle for the
 scalar autodiff engine (:mod:`goingdeeper.scalar`), plots
-(:mod:`goingdeeper.plotting`) and the course pipeline (:mod:`goingdeeper.course`).
+(:mod:`goingdeeper.plotting`), data and the training loop. The instructor's commands (release, the student
+edition, the reader's site, scratch courses, the full-length training run) live in ``instructor/``, the grader
+and its references in ``autograder/``; neither ships to students.
 """
 
 from __future__ import annotations

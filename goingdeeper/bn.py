@@ -1,11 +1,11 @@
-"""Notebook 03's machinery: torch oracles for batch normalization, and the experiments behind the lecture's figures.
+"""Notebook 03's machinery: checks of batch normalization against torch, and the experiments behind the lecture's figures.
 
 Conventions (the lecture's): a batch ``x`` of shape (m, D), statistics per
 feature over the batch axis, the *biased* batch variance
 ``sigma_B^2 = 1/m * sum (x_i - mu_B)^2`` in training, ``eps`` inside the square
 root. PyTorch normalizes with the same biased variance, but updates its
-running variance with the *unbiased* one (``m / (m - 1)`` times larger);
-:func:`torch_bn_running` shows it.
+running variance with the *unbiased* one (``m / (m - 1)`` times larger); :func:`check_running` compares with
+it. The torch oracles are locals of the checks: no public function returns what an answer returns.
 """
 
 from __future__ import annotations
@@ -27,72 +27,13 @@ __all__ = [
     "step_data",
     "step_mistakes",
     "activation_percentiles_figure",
-    "bn_intermediate_grads",
     "drift",
     "yours_or_torch",
     "gradient_norms_at_init",
     "plot_training_curves",
-    "torch_bn_running",
-    "torch_bn_train",
     "train",
     "training_explorer",
 ]
-
-
-def torch_bn_train(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -> np.ndarray:
-    """y from ``torch.nn.BatchNorm1d`` in training mode (float64). x: (m, D)."""
-    import torch
-
-    layer = torch.nn.BatchNorm1d(x.shape[1], eps=eps, dtype=torch.float64)
-    with torch.no_grad():
-        layer.weight.copy_(torch.tensor(gamma))
-        layer.bias.copy_(torch.tensor(beta))
-    layer.train()
-    return layer(torch.tensor(x)).detach().numpy()
-
-
-def torch_bn_running(batches: list[np.ndarray], eps: float, momentum: float) -> tuple[np.ndarray, np.ndarray]:
-    """The running mean and variance of ``torch.nn.BatchNorm1d`` after training steps on ``batches``.
-
-    Starts from mean 0 and variance 1; each step: running = (1 - momentum) * running + momentum * batch_stat,
-    with the batch variance *unbiased* (divided by m - 1).
-    """
-    import torch
-
-    layer = torch.nn.BatchNorm1d(batches[0].shape[1], eps=eps, momentum=momentum, dtype=torch.float64)
-    layer.train()
-    for batch in batches:
-        layer(torch.tensor(batch))
-    return layer.running_mean.numpy().copy(), layer.running_var.numpy().copy()
-
-
-def bn_intermediate_grads(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, eps: float,
-                          mu: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """Forward values and torch autograd's gradient of L = sum(y * dy) at every intermediate of BN.
-
-    Returns a dict with mu, var, x_hat (forward) and dx_hat, dvar, dmu, dx, dgamma, dbeta (backward),
-    each the *total* derivative of L, as the lecture's steps compute them. With ``mu`` given, the mean
-    is that fixed value (a leaf of the graph, not the batch mean), so dmu is the derivative at a mean
-    where the path through sigma^2 does not vanish (and dx then has no path through the mean).
-    """
-    import torch
-
-    tx = torch.tensor(x, requires_grad=True)
-    tg = torch.tensor(gamma, requires_grad=True)
-    tb = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
-    tmu = tx.mean(dim=0) if mu is None else torch.tensor(np.asarray(mu, dtype=float), requires_grad=True)
-    var = ((tx - tmu) ** 2).mean(dim=0)
-    x_hat = (tx - tmu) / torch.sqrt(var + eps)
-    for t in (tmu, var, x_hat):
-        if t.grad_fn is not None:
-            t.retain_grad()
-    y = tg * x_hat + tb
-    (y * torch.tensor(dy)).sum().backward()
-    return {
-        "mu": tmu.detach().numpy(), "var": var.detach().numpy(), "x_hat": x_hat.detach().numpy(),
-        "dx_hat": x_hat.grad.numpy(), "dvar": var.grad.numpy(), "dmu": tmu.grad.numpy(), "dx": tx.grad.numpy(),
-        "dgamma": tg.grad.numpy(), "dbeta": tb.grad.numpy(),
-    }
 
 
 # -- your batch norm as a torch layer ------------------------------------------------------------
@@ -554,17 +495,48 @@ def check_step(fn: Callable, args: tuple, want: np.ndarray, name: str, hint: str
 
 def step_data(seed: int = 3, m: int = 6, d: int = 4, offset: float = 12.0, eps: float = 1e-5,
               scale: float = 5.0, mu_shift: float = 0.0) -> dict[str, Any]:
-    """The batch the backward-step tests use: x (m, d) = ``scale`` * z + ``offset``, gamma, dy, eps, and torch's
-    forward values and gradients at every intermediate (see :func:`bn_intermediate_grads`); with
-    ``mu_shift``, the mean is held at the batch mean plus that shift.
+    """A batch for the backward-step tests, drawn from ``seed``: x (m, d) = ``scale`` * z + ``offset``, gamma, dy,
+    eps, and torch's forward values and gradients at every intermediate of BN on it; with ``mu_shift``, the mean is
+    held at the batch mean plus that shift.
 
-    Each test cell computes it itself, so no value the tests compare with comes from the student's namespace.
+    Each test cell computes it itself, so no value the tests compare with comes from the student's namespace. The
+    torch oracle is a local of this function: it answers only for the batches drawn here, never for a student's own
+    input.
     """
+
+    def intermediate_grads(x: np.ndarray, gamma: np.ndarray, dy: np.ndarray, eps: float,
+                           mu: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Forward values and torch autograd's gradient of L = sum(y * dy) at every intermediate of BN.
+
+        Returns a dict with mu, var, x_hat (forward) and dx_hat, dvar, dmu, dx, dgamma, dbeta (backward),
+        each the *total* derivative of L, as the lecture's steps compute them. With ``mu`` given, the mean
+        is that fixed value (a leaf of the graph, not the batch mean), so dmu is the derivative at a mean
+        where the path through sigma^2 does not vanish (and dx then has no path through the mean).
+        """
+        import torch
+
+        tx = torch.tensor(x, requires_grad=True)
+        tg = torch.tensor(gamma, requires_grad=True)
+        tb = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+        tmu = tx.mean(dim=0) if mu is None else torch.tensor(np.asarray(mu, dtype=float), requires_grad=True)
+        var = ((tx - tmu) ** 2).mean(dim=0)
+        x_hat = (tx - tmu) / torch.sqrt(var + eps)
+        for t in (tmu, var, x_hat):
+            if t.grad_fn is not None:
+                t.retain_grad()
+        y = tg * x_hat + tb
+        (y * torch.tensor(dy)).sum().backward()
+        return {
+            "mu": tmu.detach().numpy(), "var": var.detach().numpy(), "x_hat": x_hat.detach().numpy(),
+            "dx_hat": x_hat.grad.numpy(), "dvar": var.grad.numpy(), "dmu": tmu.grad.numpy(), "dx": tx.grad.numpy(),
+            "dgamma": tg.grad.numpy(), "dbeta": tb.grad.numpy(),
+        }
+
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(m, d)) * scale + offset
     gamma, dy = rng.normal(size=d), rng.normal(size=(m, d))
     mu = x.mean(axis=0) + mu_shift if mu_shift else None
-    return {"x": x, "gamma": gamma, "dy": dy, "eps": eps, **bn_intermediate_grads(x, gamma, dy, eps, mu=mu)}
+    return {"x": x, "gamma": gamma, "dy": dy, "eps": eps, **intermediate_grads(x, gamma, dy, eps, mu=mu)}
 
 
 def step_mistakes(step: str, S: dict[str, Any], mu: np.ndarray | None = None) -> list[tuple[np.ndarray, str]]:
@@ -654,9 +626,18 @@ def check_forward(fn: Callable, x: np.ndarray, gamma: np.ndarray, beta: np.ndarr
     __tracebackhide__ = True
     from .checks import call, expect_array_close, expect_true
 
-    want_y = torch_bn_train(x, gamma, beta, eps)
-    want_mu, want_var = x.mean(axis=0), x.var(axis=0)
-    want_xhat = (x - want_mu) / np.sqrt(want_var + eps)
+    import torch
+
+    def batchnorm1d(g: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """y of torch's BatchNorm1d in training mode (float64) with weight g and bias b."""
+        layer = _torch_bn(1, x.shape[1], 0.1, eps, g, b)
+        layer.train()
+        return layer(torch.tensor(x)).detach().numpy()
+
+    want_y = batchnorm1d(gamma, beta)
+    want_xhat = batchnorm1d(np.ones_like(gamma), np.zeros_like(beta))
+    tx = torch.tensor(x)
+    want_mu, want_var = tx.mean(dim=0).numpy(), tx.var(dim=0, unbiased=False).numpy()
     mistakes = forward_mistakes(x, gamma, beta, eps)
     out = call(fn, x, gamma, beta, eps, name="batchnorm_forward_train")
     expect_true(isinstance(out, (tuple, list)) and len(out) == 4,
@@ -683,12 +664,10 @@ def _torch_bn(dim: int, channels: int, momentum: float, eps: float, gamma: np.nd
 
 
 def _running_candidates(batches: list[np.ndarray], momentum: float, axes: tuple[int, ...]) -> dict[str, tuple]:
-    """Running statistics after ``batches`` under the right rule and under the usual wrong ones."""
+    """Running statistics after ``batches`` under the usual wrong rules (the right one is torch's, in the check)."""
     d = batches[0].shape[1]
     n_images = batches[0].shape[0]
     rules = {
-        "right": lambda rm, rv, mu, var, n: ((1 - momentum) * rm + momentum * mu,
-                                             (1 - momentum) * rv + momentum * var * n / (n - 1)),
         "biased": lambda rm, rv, mu, var, n: ((1 - momentum) * rm + momentum * mu, (1 - momentum) * rv + momentum * var),
         "swapped": lambda rm, rv, mu, var, n: (momentum * rm + (1 - momentum) * mu,
                                                momentum * rv + (1 - momentum) * var * n / (n - 1)),
@@ -761,7 +740,7 @@ def check_running(update_fn: Callable, eval_fn: Callable, batches: list[np.ndarr
                        mistakes=[(candidates["swapped"][0], RUNNING_MISTAKES["swapped"])],
                        hint="Each step keeps (1 - momentum) of the running value and adds momentum times the batch's.")
     expect_array_close(rv, want_v, "running_var" + where,
-                       mistakes=[(candidates[k][1], RUNNING_MISTAKES[k]) for k in candidates if k != "right"])
+                       mistakes=[(candidates[k][1], RUNNING_MISTAKES[k]) for k in candidates])
     x_mean, x_var = x_eval.mean(axis=axes, keepdims=True), x_eval.var(axis=axes, keepdims=True)
     shape = (1, d, 1, 1) if spatial else (1, d)
     g, b_, m_, v_ = (a.reshape(shape) for a in (gamma, beta, want_m, want_v))

@@ -1,4 +1,4 @@
-"""CIFAR-10: find or download the official archive, load it as uint8 tensors, and batched augmentation.
+"""CIFAR-10: find or download the official archive, load it as uint8 tensors, normalize batches.
 
 The data folder is, in this order: the ``root`` you pass, the environment variable
 ``GOINGDEEPER_DATA``, or ``data/`` beside this package (the course checkout's ``data/``). It holds
@@ -6,9 +6,9 @@ The data folder is, in this order: the ``root`` you pass, the environment variab
 and unpacks the archive there the first time. A folder given as ``root`` may also be
 ``cifar-10-batches-py/`` itself.
 
-Images stay uint8, shape (N, 3, 32, 32), on whatever device you move them to. :func:`augment` (pad,
-random crop, random flip) and :func:`normalize` (to float32 with the training set's per-channel mean and
-standard deviation) work on a whole batch at once, on the batch's device, with no loop over images.
+Images stay uint8, shape (N, 3, 32, 32), on whatever device you move them to. :func:`normalize` (to float32
+with the training set's per-channel mean and standard deviation) works on a whole batch at once, on the batch's
+device. The augmentation (pad, random crop, random flip) is notebook 05's exercise: the package has none.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import torch
 
 __all__ = [
     "ARCHIVE", "ARCHIVE_BYTES", "CIFAR10", "CLASSES", "DataError", "ENV_VAR", "FOLDER", "MD5", "MEAN", "STD",
-    "URL", "augment", "balanced_indices", "data_dir", "download", "find", "load", "normalize", "read_folder",
+    "URL", "balanced_indices", "data_dir", "download", "find", "load", "normalize", "read_folder",
 ]
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -331,32 +331,3 @@ def normalize(x: torch.Tensor, mean: tuple[float, ...] = MEAN, std: tuple[float,
     scale = torch.tensor([1 / (255 * s) for s in std], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     shift = torch.tensor([m / s for m, s in zip(mean, std)], dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return x.to(torch.float32) * scale - shift
-
-
-def augment(x: torch.Tensor, generator: torch.Generator | None = None, pad: int = 4, flip: bool = True) -> torch.Tensor:
-    """The paper's augmentation for a whole batch: zero-pad ``pad`` pixels, take a random crop of the original
-    size, and flip it left-right with probability 1/2.
-
-    x: uint8 (N, C, H, W) on any device; returns uint8 (N, C, H, W) on the same device. Each image gets its
-    own crop offsets (0..2*pad in each direction) and flip, drawn from ``generator`` (on any device; the
-    global generator when None), so a seeded generator gives the same output. No loop over images: one
-    gather from the padded batch.
-    """
-    _check_images(x, "augment")
-    n, c, h, w = x.shape
-    if n == 0:
-        return x.clone()
-    gen_device = generator.device if generator is not None else torch.device("cpu")
-    draws = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=gen_device).to(x.device)
-    flips = (torch.randint(0, 2, (n,), generator=generator, device=gen_device).to(x.device).bool()
-             if flip else torch.zeros(n, dtype=torch.bool, device=x.device))
-    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad else x
-    hp, wp = h + 2 * pad, w + 2 * pad
-    rows = draws[0, :, None] + torch.arange(h, device=x.device)  # (N, H): rows of the padded image
-    cols = torch.arange(w, device=x.device).expand(n, w)
-    cols = torch.where(flips[:, None], cols.flip(1), cols) + draws[1, :, None]  # (N, W), reversed if flipped
-    index = (rows[:, :, None] * wp + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
-    out = padded.reshape(n, c, hp * wp).gather(2, index).view(n, c, h, w)
-    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
-        out = out.contiguous(memory_format=torch.channels_last)
-    return out

@@ -1,7 +1,7 @@
 """Notebook 05's checks and figures: the degradation experiment on CIFAR-10.
 
-* **Checks** of the student's training pieces against the package's own (:mod:`goingdeeper.train`,
-  :mod:`goingdeeper.cifar`): :func:`check_channel_stats`, :func:`check_augment`, :func:`check_train_step`, :func:`check_evaluate`,
+* **Checks** of the student's training pieces against what each check computes itself (the package has no
+  training pieces of its own): :func:`check_channel_stats`, :func:`check_augment`, :func:`check_train_step`, :func:`check_evaluate`,
   :func:`check_lr_at`, :func:`check_grad_norms`. Networks and optimizers that a check hands to the student's
   function are made beside it (:func:`goingdeeper.checks.beside`), so the same checks work in a notebook and
   in the grading command.
@@ -544,20 +544,15 @@ def plot_grad_norms_over_training(histories: Sequence[Any], models: Sequence[str
     return fig
 
 
-def confusion(model: Any, x: Any, y: Any, batch_size: int = 500) -> np.ndarray:
-    """The 10 x 10 confusion matrix (rows: true class, columns: predicted) of ``model`` in inference mode."""
-    import torch
-
-    from .cifar import normalize
-
-    model.eval()
-    predictions = []
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            predictions.append(model(normalize(x[i:i + batch_size])).argmax(1).cpu())
-    p = torch.cat(predictions).numpy()
+def confusion(predicted: Any, labels: Any) -> np.ndarray:
+    """The 10 x 10 confusion matrix (rows: true class, columns: predicted) of class indices ``predicted`` (N,)
+    against ``labels`` (N,): tensors on any device, or arrays."""
+    p = np.asarray(predicted.cpu() if hasattr(predicted, "cpu") else predicted).astype(int).ravel()
+    t = np.asarray(labels.cpu() if hasattr(labels, "cpu") else labels).astype(int).ravel()
+    if p.shape != t.shape:
+        raise ValueError(f"confusion: {p.size} predictions for {t.size} labels")
     matrix = np.zeros((10, 10), dtype=int)
-    np.add.at(matrix, (y.cpu().numpy(), p), 1)
+    np.add.at(matrix, (t, p), 1)
     return matrix
 
 

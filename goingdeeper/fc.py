@@ -103,25 +103,6 @@ def check_activation(name: str, forward: Callable, backward: Callable, z: np.nda
     expect_array_close(dz, tz.grad.numpy(), f"{name}_backward(da, z)", hint=hint)
 
 
-def _torch_mlp(x, params, activation: str, y):
-    """Output, every layer's (dW, db) and every layer's delta = dL/dz, from torch autograd (float64)."""
-    import torch
-
-    tparams = [(torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)) for W, b in params]
-    a = torch.tensor(x)
-    f = _torch_activation(activation)
-    zs = []
-    for i, (W, b) in enumerate(tparams):
-        z = a @ W.T + b
-        z.retain_grad()
-        zs.append(z)
-        a = f(z) if i < len(tparams) - 1 else z
-    loss = 0.5 * torch.sum((a - torch.tensor(y)) ** 2) / x.shape[0]
-    loss.backward()
-    return (a.detach().numpy(), [(W.grad.numpy(), b.grad.numpy()) for W, b in tparams],
-            [z.grad.numpy() for z in zs])
-
-
 def check_mlp(mlp_forward: Callable, mlp_backward: Callable, rng: np.random.Generator, widths: Sequence[int],
               activation: str, n: int) -> None:
     """Run the student's network on a random batch and compare output and every layer's gradients with torch.
@@ -130,6 +111,26 @@ def check_mlp(mlp_forward: Callable, mlp_backward: Callable, rng: np.random.Gene
     recursion for delta went wrong.
     """
     __tracebackhide__ = True
+
+    # The oracle is a local of this check: nothing the student imports returns a network's gradients.
+    def _torch_mlp(x, params, activation: str, y):
+        """Output, every layer's (dW, db) and every layer's delta = dL/dz, from torch autograd (float64)."""
+        import torch
+
+        tparams = [(torch.tensor(W, requires_grad=True), torch.tensor(b, requires_grad=True)) for W, b in params]
+        a = torch.tensor(x)
+        f = _torch_activation(activation)
+        zs = []
+        for i, (W, b) in enumerate(tparams):
+            z = a @ W.T + b
+            z.retain_grad()
+            zs.append(z)
+            a = f(z) if i < len(tparams) - 1 else z
+        loss = 0.5 * torch.sum((a - torch.tensor(y)) ** 2) / x.shape[0]
+        loss.backward()
+        return (a.detach().numpy(), [(W.grad.numpy(), b.grad.numpy()) for W, b in tparams],
+                [z.grad.numpy() for z in zs])
+
     params = random_params(rng, widths)
     x, y = rng.normal(size=(n, widths[0])), rng.normal(size=(n, widths[-1]))
     want_out, want_grads, want_deltas = _torch_mlp(x, params, activation, y)

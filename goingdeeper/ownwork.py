@@ -11,7 +11,7 @@ finds the definitions of the answer's names (the last ``def``, ``class`` or assi
 and walks them and every function, class or value of the student's that they use, in any cell:
 
 * a **breach** (the test scores 0, the message names the rule and the line): a name bound to the
-  course's package (``scalar.sin_graph_torch``, ``class B(models.PreActBlock)``,
+  course's package (``scalar.run_torch``, ``class B(models.PreActBlock)``,
   ``inspect.getsource(goingdeeper.models)``), an ``import`` of it; with ``torch=False``, any use
   of torch;
 * an **evasive form** (a flag for the instructor; the score is the tests'): what could reach code
@@ -39,6 +39,9 @@ from typing import Callable, Iterable, Sequence
 
 #: The course's own package. Its modules are not the student's to call.
 COURSE_PACKAGE = "goingdeeper"
+#: The rooms no answer may import either: the instructor's commands and the grader (its references), where a
+#: course checkout makes them importable.
+OTHER_ROOMS = ("instructor", "autograder")
 
 EVASIVE_CALLS = {"exec", "eval", "compile", "__import__", "globals", "vars", "locals"}
 EVASIVE_NAMES = {"importlib", "inspect", "__builtins__", "builtins"}
@@ -56,7 +59,7 @@ class Breach:
     rule: str
     line: int  # line in its cell
     text: str  # that line, stripped
-    what: str  # what was used ('goingdeeper.scalar.sin_graph_torch', 'torch')
+    what: str  # what was used ('goingdeeper.scalar.run_torch', 'torch')
     via: str = ""  # '' when in the answer's own definition, else the helper or statement it relies on
 
     def message(self) -> str:
@@ -116,7 +119,7 @@ def _imports(node: ast.AST) -> list[tuple[str, str]]:
 
 
 def _is_course(path: str) -> bool:
-    return path == COURSE_PACKAGE or path.startswith(COURSE_PACKAGE + ".")
+    return any(path == room or path.startswith(room + ".") for room in (COURSE_PACKAGE, *OTHER_ROOMS))
 
 
 def _is_torch(path: str) -> bool:

@@ -12,7 +12,7 @@
   without arithmetic), :func:`count_macs` (multiply-adds, with a given cost function per layer).
 * **Experiments.** :func:`fit_identity` trains a deep stack to reproduce its input;
   :func:`first_block_grad_norms` measures the gradient at the first block of CIFAR networks of growing
-  depth, at initialisation; :func:`fit_rate` fits a per-block rate.
+  depth, at initialisation; :func:`plot_grad_norms` draws them with a fitted per-block rate.
 * **Figures.** :func:`draw_blocks` redraws the lecture's block diagrams; :func:`plot_identity` and
   :func:`plot_grad_norms` draw the experiments.
 
@@ -28,7 +28,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, beside, call, expect_true, is_a
+from .checks import CheckFailed, beside, call, expect_close, expect_true, is_a
 
 __all__ = [
     "BlockCase",
@@ -36,7 +36,9 @@ __all__ = [
     "HINTS",
     "branch_ratios",
     "check_block",
+    "check_conv_cost",
     "check_grad_norms",
+    "check_lecture_1x1",
     "check_network",
     "check_zero_gamma",
     "count_macs",
@@ -45,14 +47,12 @@ __all__ = [
     "conditioning",
     "expected",
     "fit_identity",
-    "fit_rate",
     "first_to_last_ratios",
     "load_cases",
     "make_case",
     "meta_device",
     "make_grad_case",
     "make_network_case",
-    "torch_conv_cost",
     "plot_grad_norms",
     "plot_identity",
     "reference_or_none",
@@ -648,18 +648,64 @@ def check_grad_norms(measure: Callable[..., Any], case: BlockCase, what: str) ->
         _unchecked(what)
 
 
-def torch_conv_cost(h: int, w: int, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0
-                    ) -> tuple[tuple[int, ...], int]:
-    """(output shape, multiplications) of a convolution, from PyTorch itself: the shape of its output on the
-    meta device, and half the FLOPs its FLOP counter reports (one multiply-add is two FLOPs)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+def _conv_checks() -> tuple[Callable[..., None], Callable[..., None]]:
+    """The two checks of what a convolution costs. Their oracle is PyTorch's own count, a local of this function:
+    the shape of a convolution's output on the meta device, and half the FLOPs its FLOP counter reports (one
+    multiply-add is two FLOPs). Nothing the student can import returns a convolution's cost."""
 
-    x = torch.empty(1, c_in, h, w, device="meta")
-    weight = torch.empty(c_out, c_in, k, k, device="meta")
-    with FlopCounterMode(display=False) as counter:
-        out = torch.nn.functional.conv2d(x, weight, stride=stride, padding=padding)
-    return tuple(out.shape), counter.get_total_flops() // 2
+    def torch_cost(h: int, w: int, c_in: int, c_out: int, k: int, stride: int = 1, padding: int = 0
+                   ) -> tuple[tuple[int, ...], int]:
+        import torch
+        from torch.utils.flop_counter import FlopCounterMode
+
+        x = torch.empty(1, c_in, h, w, device="meta")
+        weight = torch.empty(c_out, c_in, k, k, device="meta")
+        with FlopCounterMode(display=False) as counter:
+            out = torch.nn.functional.conv2d(x, weight, stride=stride, padding=padding)
+        return tuple(out.shape), counter.get_total_flops() // 2
+
+    def size_hint(got: Any, n: int, k: int, s: int, p: int) -> str:
+        """What a wrong output size says about the formula (the usual slips: rounding up, forgetting the + 1)."""
+        if got == -(-(n + 2 * p - k) // s) + 1:
+            return "That is rounding up: a position counts only where the whole kernel fits, so round down (//)."
+        if got == (n + 2 * p - k) // s:
+            return "That is one short: the first position of the kernel counts too (+ 1)."
+        return "Count the positions of the kernel on the padded input."
+
+    def check_conv_cost(conv_output_size: Callable, conv_multiplies: Callable,
+                        cases: Sequence[tuple[int, int, int, int, int, int, int]], tag: str = "") -> None:
+        """``conv_output_size(n, k, stride, padding)`` and ``conv_multiplies(h, w, c_in, c_out, k, stride,
+        padding)`` for each case (h, w, c_in, c_out, k, stride, padding), against PyTorch's output shape and FLOP
+        counter (computed before the student's code runs)."""
+        __tracebackhide__ = True
+        for h, w, ci, co, k, st, p in cases:
+            want_shape, want_mults = torch_cost(h, w, ci, co, k, st, p)
+            where = f"{tag} for a {k}x{k} convolution, stride {st}, padding {p}, on {h}x{w}x{ci} -> {co} channels"
+            for n, want_n in ((h, want_shape[2]), (w, want_shape[3])):
+                got_n = call(conv_output_size, n, k, st, p, name="conv_output_size")
+                expect_true(got_n == want_n, f"conv_output_size({n}, k={k}, stride={st}, padding={p}) is {got_n}{tag}, "
+                            f"but PyTorch's output has {want_n} positions. " + size_hint(got_n, n, k, st, p))
+            got_m = call(conv_multiplies, h, w, ci, co, k, st, p, name="conv_multiplies")
+            expect_close(got_m, want_mults, "conv_multiplies" + where, rtol=0,
+                         hint="Every output value (h' x w' x c_out of them) is a dot product over a k x k x c_in patch.")
+
+    def check_lecture_1x1(direct: Any, reduce: Any, expand: Any, total: Any, speedup: Any) -> None:
+        """The lecture's 1x1 example (28x28x192 -> 32 channels by a 5x5 convolution, or through 16 channels):
+        the costs, their sum and ratio, against PyTorch's FLOP counter."""
+        __tracebackhide__ = True
+        want_direct = torch_cost(28, 28, 192, 32, 5, 1, 2)[1]
+        want_reduce = torch_cost(28, 28, 192, 16, 1, 1, 0)[1]
+        want_expand = torch_cost(28, 28, 16, 32, 5, 1, 2)[1]
+        expect_close(direct, want_direct, "direct", rtol=0, hint="The 5x5 convolution from 192 to 32 channels, padding 2.")
+        expect_close(reduce, want_reduce, "reduce", rtol=0, hint="The 1x1 convolution from 192 to 16 channels.")
+        expect_close(expand, want_expand, "expand", rtol=0, hint="The 5x5 convolution from 16 to 32 channels, padding 2.")
+        expect_close(total, want_reduce + want_expand, "total", rtol=0, hint="reduce + expand.")
+        expect_close(speedup, want_direct / (want_reduce + want_expand), "speedup", rtol=1e-9, hint="direct / total.")
+
+    return check_conv_cost, check_lecture_1x1
+
+
+check_conv_cost, check_lecture_1x1 = _conv_checks()
 
 
 def family_hint(difference: int) -> str:
@@ -858,28 +904,22 @@ def first_to_last_ratios(measure: Callable[..., Sequence[float]], build: Callabl
     return np.asarray(ratios)
 
 
-def fit_rate(depths: Sequence[int], norms: Sequence[float], blocks_per_depth: Callable[[int], int] | None = None
-             ) -> tuple[float, float]:
-    """Least-squares fit of log(norm) = log(C) + b log(rate), b the number of blocks: returns (C, rate).
-
-    Notebook 02's method (a straight line through the logarithms), with the number of blocks
-    ``(depth - 2) / 2`` of a CIFAR network as the exponent unless told otherwise.
-    """
-    blocks = np.asarray([(blocks_per_depth or (lambda d: (d - 2) // 2))(d) for d in depths], dtype=float)
-    slope, intercept = np.polyfit(blocks, np.log(np.asarray(norms, dtype=float)), 1)
-    return float(np.exp(intercept)), float(np.exp(slope))
-
-
-def plot_grad_norms(depths: Sequence[int], curves: dict[str, np.ndarray], *, rates: dict[str, float] | None = None,
+def plot_grad_norms(depths: Sequence[int], curves: dict[str, np.ndarray], *, fit: bool = True,
                     ax: Any = None, title: str = "") -> Any:
-    """First-block over last-block gradient norm against depth, one curve per network kind, log scale;
-    with ``rates``, each label shows its fitted factor per block."""
+    """First-block over last-block gradient norm against depth, one curve per network kind, log scale; with
+    ``fit``, each label shows its factor per block, fitted with notebook 02's method (least squares on the
+    logarithms, the number of blocks (depth - 2) / 2 as the exponent). The fit is drawn, never returned:
+    returning it would hand notebook 02's fit_lambda to anyone who imports the package."""
     import matplotlib.pyplot as plt
 
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.8))
+    blocks = np.asarray([(d - 2) // 2 for d in depths], dtype=float)
     for label, values in curves.items():
-        shown = label + (f"  ({rates[label]:.3f} per block)" if rates and label in rates else "")
+        shown = label
+        if fit:
+            slope = np.polyfit(blocks, np.log(np.asarray(values, dtype=float)), 1)[0]
+            shown += f"  ({float(np.exp(slope)):.3f} per block)"
         ax.semilogy(depths, values, marker="o", label=shown)
     ax.axhline(1.0, color="0.6", lw=0.8, ls="--")
     ax.set_xlabel("depth (layers)")

@@ -30,7 +30,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, as_number, beside, call, expect_close, expect_true, no_warnings, read_path
+from .checks import CheckFailed, as_number, beside, call, expect_close, expect_true, no_warnings, read_path, unpack
 
 __all__ = [
     "Engine",
@@ -41,8 +41,8 @@ __all__ = [
     "check_node",
     "check_topological_order",
     "collect_nodes",
-    "lecture_torch",
-    "sin_graph_torch",
+    "check_lecture",
+    "check_sin_graph",
     "fit_tiny_mlp",
     "plot_tiny_mlp",
     "train_tiny_mlp",
@@ -166,22 +166,34 @@ def run_torch(program: Program, inputs: Sequence[float]) -> tuple[float, list[fl
     return float(out.detach()), [0.0 if g is None else float(g) for g in grads]
 
 
-def sin_graph_torch(x: float, y: float) -> tuple[float, float, float, float, float]:
-    """z = x + y, L = sin(z) in torch (float64): (z, L, dL/dz, dL/dx, dL/dy) from autograd."""
+def check_sin_graph(sin_graph: Callable, cases: Sequence[tuple[float, float]]) -> None:
+    """``sin_graph(x, y) -> (z, L, dL_dz, dL_dx, dL_dy)`` for z = x + y, L = sin(z), at each (x, y) of ``cases``,
+    against torch autograd in float64 (computed here, before the student's code runs; the oracle is local to this
+    check, so nothing the student can import returns the answer)."""
+    __tracebackhide__ = True
     import torch
 
-    xt = torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
-    yt = torch.tensor(float(y), dtype=torch.float64, requires_grad=True)
-    zt = xt + yt
-    zt.retain_grad()
-    lt = torch.sin(zt)
-    lt.backward()
-    return zt.item(), lt.item(), zt.grad.item(), xt.grad.item(), yt.grad.item()
+    names = ("z", "L", "dL_dz", "dL_dx", "dL_dy")
+    for x, y in cases:
+        xt = torch.tensor(float(x), dtype=torch.float64, requires_grad=True)
+        yt = torch.tensor(float(y), dtype=torch.float64, requires_grad=True)
+        zt = xt + yt
+        zt.retain_grad()
+        lt = torch.sin(zt)
+        lt.backward()
+        want = (zt.item(), lt.item(), zt.grad.item(), xt.grad.item(), yt.grad.item())
+        got = unpack(call(sin_graph, x, y, name="sin_graph"), names, "sin_graph(x, y)")
+        where = f"at x = {x}, y = {y}."
+        hints = (f"the forward pass {where}", f"the forward pass {where}",
+                 f"The local derivative of the sin node, evaluated at its own input z (not at x or y) {where}",
+                 f"dL/dx = dL/dz * dz/dx: what is the addition node's local derivative? {where}",
+                 f"dL/dy = dL/dz * dz/dy {where}")
+        for name, g, w, hint in zip(names, got, want, hints):
+            expect_close(g, w, name, hint=hint)
 
 
-def lecture_torch(x: float, y: float, z: float) -> dict[str, float]:
-    """The lecture's f = (x + y) z in torch (float64): the forward values q, f, the local gradients
-    df_dq, df_dz, dq_dx, dq_dy (each from autograd on its own node) and the gradients df_dx, df_dy."""
+def _lecture_values(x: float, y: float, z: float) -> dict[str, float]:
+    """The lecture's f = (x + y) z in torch (float64): what the three lecture checks compare with."""
     import torch
 
     def leaf(v: float) -> Any:
@@ -200,6 +212,36 @@ def lecture_torch(x: float, y: float, z: float) -> dict[str, float]:
     return {"q": qt.item(), "f": ft.item(), "df_dq": q_leaf.grad.item(), "df_dz": z_leaf.grad.item(),
             "dq_dx": x_leaf.grad.item(), "dq_dy": y_leaf.grad.item(), "df_dx": xt.grad.item(),
             "df_dy": yt.grad.item(), "df_dz_total": zt.grad.item()}
+
+
+#: What each lecture check compares: (the student's names, the keys of the torch values, the hints). The values
+#: are never printed (reveal=False): they are the lecture's blanks.
+_LECTURE = {
+    "lecture_forward": (("q", "f"), ("q", "f"),
+                        (". q is the addition node's output.", ". f multiplies q by z: the addition happens first.")),
+    "lecture_local_grads": (("df_dq", "df_dz", "dq_dx", "dq_dy"), ("df_dq", "df_dz", "dq_dx", "dq_dy"),
+                            (". Raise q by a small h: how much does f = q z change?",
+                             ". Raise z by a small h: how much does f = q z change?",
+                             ". Raise x by a small h: how much does q = x + y change?",
+                             ". Raise y by a small h.")),
+    "lecture_backprop": (("f", "df_dx", "df_dy", "df_dz"), ("f", "df_dx", "df_dy", "df_dz_total"),
+                         (": the forward pass.", ": multiply the local gradients along the path x -> q -> f.",
+                          ": multiply the local gradients along the path y -> q -> f.",
+                          ": z reaches f directly, through the product.")),
+}
+
+
+def check_lecture(fn: Callable, which: str, cases: Sequence[tuple[float, float, float]]) -> None:
+    """``which`` is "lecture_forward", "lecture_local_grads" or "lecture_backprop": ``fn(x, y, z)`` at each case
+    against torch autograd in float64 on f = (x + y) z (computed before the student's code runs), without
+    printing the values."""
+    __tracebackhide__ = True
+    names, keys, hints = _LECTURE[which]
+    for args in cases:
+        want = _lecture_values(*args)
+        got = unpack(call(fn, *args, name=which), names, f"{which}(x, y, z)")
+        for name, g, key, hint in zip(names, got, keys, hints):
+            expect_close(g, want[key], name, reveal=False, hint=f"at (x, y, z) = {tuple(args)}{hint}")
 
 
 def run_engine(program: Program, inputs: Sequence[float], engine: Engine) -> tuple[Any, list[Any]]:

@@ -1,22 +1,26 @@
 """Notebook 05's training machinery: the paper's CIFAR-10 recipe, fast on a CPU and on a GPU.
 
 :func:`fit` trains one network and returns its :class:`History`. The whole (sub)set of images lives on the
-training device as one uint8 tensor; every step indexes a batch, augments it (:func:`goingdeeper.cifar.augment`)
-and normalizes it (:func:`goingdeeper.cifar.normalize`), all batched: no DataLoader, no loop over images.
+training device as one uint8 tensor; every step indexes a batch, augments it (the student's ``augment``) and
+normalizes it (:func:`goingdeeper.cifar.normalize`), all batched: no DataLoader, no loop over images.
 
 The recipe (He et al. 2016, section 4.2): SGD with momentum 0.9 and weight decay 1e-4, batch 128, lr 0.1
-divided by 10 at 32k and 48k iterations, stop at 64k (:func:`step_lr` scales the milestones with the length of
-the run: at 50 % and 75 %); ResNet-110 warms up at lr 0.01 until the training error is below 80 %. Cosine and
+divided by 10 at 32k and 48k iterations, stop at 64k (notebook 05's ``lr_at`` scales the milestones with the
+length of the run: at 50 % and 75 %); ResNet-110 warms up at lr 0.01 until the training error is below 80 %. Cosine and
 one-cycle schedules are options. bf16 autocast where the hardware runs it natively (CUDA; CPUs with AMX) and
 channels_last memory (measured faster on CPU and CUDA); ``torch.compile`` only on request.
 
-Five hooks let a notebook plug a student's functions into the same loop; each defaults to the package's own:
+The loop runs on the student's own pieces, passed as hooks. The package holds none of notebook 05's answers (the
+course's versions live with the grader, in ``autograder/reference/degradation.py``; the instructor's full-length
+command, ``python -m instructor.train_full``, takes them from there). ``train_step`` and ``evaluate`` are always
+needed, ``augment`` when ``Config.augment`` is on, ``lr_at`` for the paper's step schedule (the package runs the
+one-cycle, cosine and constant schedules itself), ``grad_norms`` when ``Config.grad_norms_at`` names iterations:
 
 * ``augment(x, generator) -> x``: uint8 (B, 3, 32, 32) on the device -> uint8 (B, 3, 32, 32). The generator
   is a CPU one for a hook of yours (draw on the CPU, move the draws to x's device).
 * ``train_step(model, optimizer, x, y) -> (loss, n_wrong)``: x float32 (B, 3, 32, 32) normalized, y int64 (B,);
   where bf16 is native (and for ``evaluate`` too), ``model`` runs its forward pass in bf16 autocast and returns
-  float32 logits, so a hook that knows nothing of autocast trains as fast as the package's own;
+  float32 logits, so a hook that knows nothing of autocast trains at bf16 speed;
   zero the gradients, forward, cross-entropy, backward, optimizer step; return the batch's mean loss and how
   many of its images were misclassified (numbers, or 0-dim tensors to spare the GPU a sync). Leave the
   gradients in ``.grad`` (zero them before backward, not after the step): gradient norms are read there.
@@ -27,16 +31,15 @@ Five hooks let a notebook plug a student's functions into the same loop; each de
   True while the loop is warming up (only with ``Config.warmup``).
 * ``grad_norms(model) -> {name: norm}``: called right after ``train_step`` at the iterations in
   ``Config.grad_norms_at``, with the gradients of that step still in ``.grad``; what it returns is recorded
-  in ``History.grad_norms``. Default: the norm of every convolution weight's gradient.
+  in ``History.grad_norms`` (needed only when ``grad_norms_at`` names iterations).
 
-Multi-GPU: run the command line under ``torchrun --nproc_per_node=K -m goingdeeper.train ...``; each rank
-trains on its share of every batch with DistributedDataParallel (nccl on CUDA, gloo on CPU), and only rank 0
-prints and writes files.
+Multi-GPU: under ``torchrun`` (an initialized process group: the instructor's
+``torchrun --nproc_per_node=K -m instructor.train_full ...``) each rank trains on its share of every batch with
+DistributedDataParallel (nccl on CUDA, gloo on CPU), and only rank 0 writes files.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime
@@ -57,14 +60,13 @@ from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from goingdeeper import cifar
 from goingdeeper.models import build
 
 __all__ = [
-    "Config", "History", "PRESETS", "SCHEDULES", "constant_lr", "cosine_lr", "device_name", "evaluate", "fit",
-    "load_histories", "main", "native_bf16", "onecycle_lr", "pick_device", "preset", "save_histories", "state_hash", "step_lr", "train_step",
+    "Config", "History", "HookMissing", "PRESETS", "SCHEDULES", "constant_lr", "cosine_lr", "device_name", "fit",
+    "load_histories", "native_bf16", "onecycle_lr", "pick_device", "preset", "save_histories", "state_hash",
 ]
 
 FORMAT = "goingdeeper.train/1"
@@ -154,15 +156,6 @@ def preset(name: str, model: str, **overrides: Any) -> Config:
 
 
 # -- learning-rate schedules: lr_at(iteration, total, base_lr, warmup) -> lr -----------------------
-def step_lr(iteration: int, total: int, base_lr: float, warmup: bool = False, *,
-            milestones: tuple[float, ...] = (0.5, 0.75), gamma: float = 0.1) -> float:
-    """The paper's schedule: base_lr, divided by 10 at each milestone (fractions of ``total``: 32k and 48k of
-    64k are 0.5 and 0.75); base_lr / 10 while warming up."""
-    if warmup:
-        return base_lr * 0.1
-    return base_lr * gamma ** sum(iteration >= round(m * total) for m in milestones)
-
-
 def cosine_lr(iteration: int, total: int, base_lr: float, warmup: bool = False) -> float:
     """Cosine from base_lr at iteration 0 towards 0 at ``total`` (torch's CosineAnnealingLR, T_max=total)."""
     if warmup:
@@ -194,17 +187,19 @@ def constant_lr(iteration: int, total: int, base_lr: float, warmup: bool = False
     return base_lr * 0.1 if warmup else base_lr
 
 
-SCHEDULES: dict[str, Callable[..., float]] = {
-    "step": step_lr, "onecycle": onecycle_lr, "cosine": cosine_lr, "constant": constant_lr,
+#: The schedules a Config may name. "step" (the paper's) is notebook 05's exercise: the package does not run it
+#: itself, fit takes it from the ``lr_at`` hook.
+SCHEDULES: dict[str, Callable[..., float] | None] = {
+    "step": None, "onecycle": onecycle_lr, "cosine": cosine_lr, "constant": constant_lr,
 }
 
 
 def _lr_at(config: Config) -> Callable[[int, int, float, bool], float]:
-    if config.schedule == "step":
-        return functools.partial(step_lr, milestones=config.milestones)
     if config.schedule == "onecycle":
         return functools.partial(onecycle_lr, pct_start=config.pct_start)
-    return SCHEDULES[config.schedule]
+    schedule = SCHEDULES[config.schedule]
+    assert schedule is not None, "the step schedule comes from the lr_at hook"
+    return schedule
 
 
 # -- devices --------------------------------------------------------------------------------------
@@ -252,36 +247,28 @@ def _autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContext
     return torch.autocast(device.type, dtype=torch.bfloat16) if enabled else contextlib.nullcontext()
 
 
-# -- the default hooks ----------------------------------------------------------------------------
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor, *,
-               label_smoothing: float = 0.0, amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """One SGD step on a batch: x float32 (B, 3, 32, 32) normalized, y int64 (B,).
-
-    Returns the batch's mean cross-entropy and the number of misclassified images, as 0-dim tensors on the
-    device (no GPU sync). ``amp``: forward in bf16 autocast.
-    """
-    optimizer.zero_grad(set_to_none=True)
-    with _autocast(x.device, amp):
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), (logits.detach().argmax(1) != y).sum()
+# -- the hooks ------------------------------------------------------------------------------------
+class HookMissing(TypeError):
+    """fit was called without one of the student's pieces that the run needs."""
 
 
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000, *, amp: bool = False,
-             channels_last: bool = False) -> float:
-    """The error rate (0..1) of ``model`` in eval mode on uint8 images x (N, 3, 32, 32) with labels y (N,)."""
-    was_training = model.training
-    model.eval()
-    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
-    fmt = torch.channels_last if channels_last else torch.contiguous_format
-    with torch.no_grad(), _autocast(x.device, amp):
-        for i in range(0, len(x), batch_size):
-            xb = cifar.normalize(x[i:i + batch_size]).contiguous(memory_format=fmt)
-            wrong += (model(xb).argmax(1) != y[i:i + batch_size]).sum()
-    model.train(was_training)
-    return wrong.item() / max(len(x), 1)
+def _needed_hooks(config: Config, hooks: dict[str, Any]) -> None:
+    needed = ["train_step", "evaluate"]
+    if config.augment:
+        needed.append("augment")
+    if config.schedule == "step":
+        needed.append("lr_at")
+    if config.grad_norms_at:
+        needed.append("grad_norms")
+    missing = [name for name in needed if hooks.get(name) is None]
+    if missing:
+        why = {"augment": "Config.augment is on", "lr_at": "the step schedule is notebook 05's lr_at",
+               "grad_norms": "Config.grad_norms_at asks for gradient norms"}
+        reasons = "; ".join(f"{m}: {why[m]}" for m in missing if m in why)
+        raise HookMissing(
+            f"fit needs your {', '.join(missing)} (pass {', '.join(f'{m}={m}' for m in missing)}"
+            f"{'; ' + reasons if reasons else ''}). The package has no training pieces of its own: they are "
+            "notebook 05's exercises.")
 
 
 class _AutocastForward(nn.Module):
@@ -482,13 +469,16 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
 
     data: the full CIFAR10 (``config.n_train`` / ``n_test`` take class-balanced subsets of it), on any device:
     it is copied to the training device once. augment / train_step / evaluate / lr_at / grad_norms: the hooks
-    described in the module docstring (None: the package's own). on_epoch(history) runs after every epoch (on rank 0).
+    described in the module docstring: the student's own (train_step and evaluate always; augment when the config
+    augments, lr_at for the step schedule; :class:`HookMissing` says which is missing). on_epoch(history) runs after every epoch (on rank 0).
     progress: a bar of steps with their rate and the time left (a string: its label, e.g. "network 2 of 4: resnet20";
     False: none).
     device: None picks cuda, mps or cpu. checkpoint_dir: write ``<model>.pt`` there after every epoch (atomically);
     with ``resume=True`` a run continues from it exactly where it stopped (on the CPU: the same weights as an
     uninterrupted run). Under torchrun (an initialized process group), trains with DistributedDataParallel.
     """
+    _needed_hooks(config, dict(augment=augment, train_step=train_step, evaluate=evaluate, lr_at=lr_at,
+                               grad_norms=grad_norms))
     rank, world = _dist()
     dev = pick_device(str(device) if device is not None else None)
     if world > 1 and dev.type == "cuda":
@@ -503,30 +493,52 @@ def fit(config: Config, data: cifar.CIFAR10, *, model: nn.Module | None = None,
     if dev.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     try:
-        return _fit(config, data, model, augment, train_step, evaluate, lr_at, grad_norms, on_epoch, progress, dev,
-                    amp, fmt, checkpoint_dir, resume, rank, world)
+        hooks = dict(augment=augment, train_step=train_step, evaluate=evaluate, lr_at=lr_at, grad_norms=grad_norms)
+        return _fit(config, data, model, hooks, on_epoch, progress, dev, amp, fmt, checkpoint_dir, resume, rank, world)
     finally:
         torch.set_num_threads(old_threads)
 
 
-def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_fn: Callable[..., Any] | None,
-         step_fn: Callable[..., Any] | None, eval_fn: Callable[..., float] | None, lr_fn: Callable[..., float] | None,
-         norms_fn: Callable[[nn.Module], dict[str, float]] | None, on_epoch: Callable[[History], Any] | None,
-         progress: bool | str, dev: torch.device, amp: bool,
-         fmt: torch.memory_format, checkpoint_dir: str | os.PathLike[str] | None, resume: bool, rank: int,
-         world: int) -> History:
-    from tqdm.auto import tqdm
+@dataclass
+class _Run:
+    """What one call of :func:`fit` carries from step to step."""
 
+    config: Config
+    data: cifar.CIFAR10  # the (sub)set, on the training device
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    history: History
+    hooks: dict[str, Any]  # augment, train_step, evaluate, lr_at, grad_norms
+    dev: torch.device
+    fmt: torch.memory_format
+    rank: int
+    world: int
+    total: int  # iterations of the whole run
+    epochs: int
+    eval_index: torch.Tensor | None  # the test images evaluated after every epoch but the last (None: all)
+    path: Path | None  # the checkpoint
+    start_epoch: int = 0
+    iteration: int = 0
+    elapsed: float = 0.0
+    warming: bool = False
+    warm: deque = field(default_factory=lambda: deque(maxlen=20))  # (wrong, seen) of the last 20 warm-up steps
+    step_model: nn.Module | None = None  # what train_step gets: DDP, compiled, autocast as configured
+    eval_model: nn.Module | None = None  # what evaluate gets
+
+
+def _start(config: Config, data: cifar.CIFAR10, model: nn.Module | None, hooks: dict[str, Any], dev: torch.device,
+           amp: bool, fmt: torch.memory_format, checkpoint_dir: str | os.PathLike[str] | None, rank: int,
+           world: int) -> _Run:
+    """The data on the device, the length of the run, the seeded network, its optimizer and an empty history."""
     data = data.subset(config.n_train, config.n_test, seed=config.seed).to(dev)
-    eval_index = (cifar.balanced_indices(data.test_y, config.eval_images, torch.Generator().manual_seed(config.seed), "eval_images")
+    eval_index = (cifar.balanced_indices(data.test_y, config.eval_images, torch.Generator().manual_seed(config.seed),
+                                         "eval_images")
                   if config.eval_images and config.eval_images < len(data.test_y) else None)
     n = len(data.train_y)
     steps_per_epoch = n // config.batch_size
     if steps_per_epoch == 0:
         raise ValueError(f"batch_size {config.batch_size} is larger than the {n} training images: lower it")
     total = config.iterations or config.epochs * steps_per_epoch
-    epochs = math.ceil(total / steps_per_epoch)
-
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     net = (model if model is not None else build(config.model)).to(dev, memory_format=fmt)
@@ -535,246 +547,181 @@ def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, augment_f
     history = History(config.to_dict(), provenance=_provenance(dev, world))
     history.provenance.update(amp_bf16=amp, channels_last=fmt == torch.channels_last, iterations=total,
                               steps_per_epoch=steps_per_epoch, train_images=n, test_images=len(data.test_y))
-    start_epoch, iteration, elapsed = 0, 0, 0.0
-    cpu_start = time.process_time()
-    warm = deque(maxlen=20)  # (wrong, seen) of the last 20 steps while warming up
-    warming = config.warmup
     path = _checkpoint_path(checkpoint_dir, config) if checkpoint_dir is not None else None
-    if resume and path is not None and path.is_file():
-        ckpt = _load_checkpoint(path, config)
-        net.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start_epoch, iteration = ckpt["epoch"], ckpt["iteration"]
-        warming, warm = ckpt["warming"], deque(ckpt["warm"], maxlen=20)
-        saved = History.from_dict(ckpt["history"])
-        history.records, history.grad_norms = saved.records, saved.grad_norms
-        history.provenance["resumed_from_epoch"] = start_epoch
-        elapsed = history.records[-1]["seconds"] if history.records else 0.0
-        _set_rng_state(ckpt["rng"])
+    return _Run(config, data, net, optimizer, history, hooks, dev, fmt, rank, world, total,
+                math.ceil(total / steps_per_epoch), eval_index, path, warming=config.warmup)
 
-    runner: nn.Module = net
-    if world > 1:
+
+def _resume(run: _Run) -> None:
+    """Continue from the checkpoint: weights, optimizer, position, warm-up state, history and random state."""
+    assert run.path is not None
+    ckpt = _load_checkpoint(run.path, run.config)
+    run.net.load_state_dict(ckpt["model"])
+    run.optimizer.load_state_dict(ckpt["optimizer"])
+    run.start_epoch, run.iteration = ckpt["epoch"], ckpt["iteration"]
+    run.warming, run.warm = ckpt["warming"], deque(ckpt["warm"], maxlen=20)
+    saved = History.from_dict(ckpt["history"])
+    run.history.records, run.history.grad_norms = saved.records, saved.grad_norms
+    run.history.provenance["resumed_from_epoch"] = run.start_epoch
+    run.elapsed = run.history.records[-1]["seconds"] if run.history.records else 0.0
+    _set_rng_state(ckpt["rng"])
+
+
+def _wrap(run: _Run, amp: bool) -> None:
+    """The models the hooks get: DistributedDataParallel under torchrun, torch.compile on request, and (where bf16
+    is native) the forward pass in autocast, since the hooks know nothing of autocast."""
+    runner: nn.Module = run.net
+    if run.world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
-        runner = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
-    if config.compile:
+        runner = DistributedDataParallel(run.net, device_ids=[run.dev.index] if run.dev.type == "cuda" else None)
+    if run.config.compile:
         runner = torch.compile(runner)
-    own_augment = augment_fn is None
-    # The package's own hooks handle bf16 themselves; a notebook's get the model with its forward in autocast.
-    step_model = _AutocastForward(runner, dev) if amp and step_fn is not None else runner
-    eval_model = _AutocastForward(net, dev) if amp and eval_fn is not None else net
-    augment_fn = augment_fn or (cifar.augment if config.augment else None)
-    step_fn = step_fn or functools.partial(train_step, label_smoothing=config.label_smoothing, amp=amp)
-    eval_fn = eval_fn or functools.partial(evaluate, amp=amp, channels_last=fmt == torch.channels_last)
-    lr_fn = lr_fn or _lr_at(config)
+    run.step_model = _AutocastForward(runner, run.dev) if amp else runner
+    run.eval_model = _AutocastForward(run.net, run.dev) if amp else run.net
+
+
+def _set_lr(run: _Run, lr_fn: Callable[..., float]) -> float:
+    lr = lr_fn(run.iteration, run.total, run.config.lr, run.warming)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def _after_warm_step(run: _Run, wrong: Any, seen: int) -> None:
+    """Warm-up ends at the cap, or once the last 20 steps' training error is below ``warmup_error``."""
+    w, s = _all_sum([float(wrong), float(seen)], run.dev, run.world)
+    run.warm.append((w, s))
+    config = run.config
+    if run.iteration + 1 >= config.warmup_max_iterations or (
+            len(run.warm) == run.warm.maxlen
+            and sum(a for a, _ in run.warm) / sum(b for _, b in run.warm) < config.warmup_error):
+        run.warming = False
+        run.history.provenance["warmup_ended_at"] = run.iteration + 1
+
+
+def _train_epoch(run: _Run, epoch: int, lr_fn: Callable[..., float], bar: Any, progress: bool | str
+                 ) -> tuple[list[float], float]:
+    """One epoch of steps (or what is left of the run): ([loss sum, wrong sum, steps, images] over all ranks, lr)."""
+    config, data, hooks = run.config, run.data, run.hooks
+    augment_fn, step_fn, norms_fn = hooks["augment"], hooks["train_step"], hooks["grad_norms"]
     watch = set(config.grad_norms_at)
-    convs = [(name, p) for name, p in net.named_parameters() if p.ndim == 4]
+    run.step_model.train()  # the runner (and the model) too
+    # augment draws from a CPU generator (and moves its draws to the batch's device).
+    aug_gen = torch.Generator(device="cpu")
+    aug_gen.manual_seed(_epoch_seed(config.seed, epoch, run.rank + 1))
+    loss_acc: Any = 0.0  # sums of what train_step returns: numbers, or tensors on the device (no sync)
+    wrong_acc: Any = 0
+    steps = seen = 0
+    lr = config.lr
+    for idx in _batches(len(data.train_y), config.batch_size, epoch, config.seed, run.rank, run.world, run.dev):
+        if run.iteration >= run.total:
+            break
+        lr = _set_lr(run, lr_fn)
+        xb = data.train_x[idx]
+        if augment_fn is not None:
+            xb = augment_fn(xb, aug_gen)
+        x = cifar.normalize(xb).contiguous(memory_format=run.fmt)
+        loss, wrong = step_fn(run.step_model, run.optimizer, x, data.train_y[idx])
+        loss_acc = loss_acc + loss
+        wrong_acc = wrong_acc + wrong
+        steps += 1
+        seen += len(idx)
+        if run.iteration in watch:
+            norms = {str(k): float(v) for k, v in dict(norms_fn(run.net)).items()}
+            run.history.grad_norms.append({"iteration": run.iteration, "norms": norms})
+        if run.warming:
+            _after_warm_step(run, wrong, len(idx))
+        run.iteration += 1
+        bar.update(1)
+        if progress and run.rank == 0 and steps % 25 == 0:
+            bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.3g}", refresh=False)
+    return _all_sum([float(loss_acc), float(wrong_acc), steps, seen], run.dev, run.world), lr
 
-    bar = tqdm(total=total, initial=iteration, desc=progress if isinstance(progress, str) else config.model,
-               unit="step", dynamic_ncols=True,
-               disable=not progress or rank != 0)
+
+def _test_error(run: _Run, last: bool) -> tuple[float, float]:
+    """(error, images) on the test set (the ``eval_images`` subset but after the last epoch), over all ranks."""
+    if run.world > 1:  # one set of BN statistics for evaluation and checkpoints: rank 0's
+        import torch.distributed as dist
+
+        for buffer in run.net.buffers():
+            dist.broadcast(buffer, 0)
+    tx, ty = run.data.test_x, run.data.test_y
+    if run.eval_index is not None and not last:
+        tx, ty = tx[run.eval_index], ty[run.eval_index]
+    share_x, share_y = tx[run.rank::run.world], ty[run.rank::run.world]
+    run.eval_model.eval()  # the model too
+    with torch.no_grad():
+        error = (float(run.hooks["evaluate"](run.eval_model, share_x, share_y, run.config.eval_batch_size))
+                 if len(share_y) else 0.0)
+    wrong_test, n_test = _all_sum([error * len(share_y), float(len(share_y))], run.dev, run.world)
+    run.eval_model.train()
+    run.step_model.train()
+    return wrong_test / n_test, n_test
+
+
+def _save_checkpoint(run: _Run, epoch: int) -> None:
+    """``<model>.pt``, written atomically: everything a resume needs to continue exactly."""
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, "config": run.config.to_dict(), "epoch": epoch + 1, "iteration": run.iteration,
+                "model": run.net.state_dict(), "optimizer": run.optimizer.state_dict(), "warming": run.warming,
+                "warm": list(run.warm), "rng": _rng_state(), "history": run.history.to_dict()}, buf)
+    _atomic_write(run.path, buf.getvalue())
+
+
+def _finish(run: _Run, cpu_start: float) -> None:
+    """The provenance of the weights: their hash (all ranks must agree) and the process's CPU time."""
+    run.history.provenance["state_sha256"] = state_hash(run.net)
+    # CPU time of this process (all its threads) during this call: about threads x seconds when no other
+    # process competed for the cores, much less when the run had to share them.
+    run.history.provenance["process_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+    if run.world > 1:
+        import torch.distributed as dist
+
+        hashes: list[Any] = [None] * run.world
+        dist.all_gather_object(hashes, run.history.provenance["state_sha256"])
+        run.history.provenance["rank_state_sha256"] = hashes
+        if len(set(hashes)) != 1:
+            raise RuntimeError(f"the {run.world} processes ended with different weights ({hashes}); this is a bug")
+
+
+def _fit(config: Config, data: cifar.CIFAR10, model: nn.Module | None, hooks: dict[str, Any],
+         on_epoch: Callable[[History], Any] | None, progress: bool | str, dev: torch.device, amp: bool,
+         fmt: torch.memory_format, checkpoint_dir: str | os.PathLike[str] | None, resume: bool, rank: int,
+         world: int) -> History:
+    """The loop, step by step: start, resume, wrap the model, then per epoch train, test, checkpoint, report."""
+    from tqdm.auto import tqdm
+
+    run = _start(config, data, model, hooks, dev, amp, fmt, checkpoint_dir, rank, world)
+    cpu_start = time.process_time()
+    if resume and run.path is not None and run.path.is_file():
+        _resume(run)
+    _wrap(run, amp)
+    lr_fn = hooks["lr_at"] if hooks["lr_at"] is not None else _lr_at(config)
+    bar = tqdm(total=run.total, initial=run.iteration, desc=progress if isinstance(progress, str) else config.model,
+               unit="step", dynamic_ncols=True, disable=not progress or rank != 0)
     try:
-        for epoch in range(start_epoch, epochs):
+        for epoch in range(run.start_epoch, run.epochs):
             t0 = time.perf_counter()
-            step_model.train()  # the runner (and the model) too
-            # The package's augment draws on the GPU itself; a hook of the notebook's gets a CPU generator.
-            aug_gen = torch.Generator(device=dev if dev.type == "cuda" and own_augment else "cpu")
-            aug_gen.manual_seed(_epoch_seed(config.seed, epoch, rank + 1))
-            loss_acc: Any = 0.0  # sums of what train_step returns: numbers, or tensors on the device (no sync)
-            wrong_acc: Any = 0
-            steps = seen = 0
-            lr = config.lr
-            for idx in _batches(n, config.batch_size, epoch, config.seed, rank, world, dev):
-                if iteration >= total:
-                    break
-                lr = lr_fn(iteration, total, config.lr, warming)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                xb = data.train_x[idx]
-                if augment_fn is not None:
-                    xb = augment_fn(xb, aug_gen)
-                x = cifar.normalize(xb).contiguous(memory_format=fmt)
-                loss, wrong = step_fn(step_model, optimizer, x, data.train_y[idx])
-                loss_acc = loss_acc + loss
-                wrong_acc = wrong_acc + wrong
-                steps += 1
-                seen += len(idx)
-                if iteration in watch:
-                    if norms_fn is not None:
-                        norms = {str(k): float(v) for k, v in dict(norms_fn(net)).items()}
-                    else:
-                        norms = {name: float(p.grad.norm()) if p.grad is not None else float("nan")
-                                 for name, p in convs}
-                    history.grad_norms.append({"iteration": iteration, "norms": norms})
-                if warming:
-                    w, s = _all_sum([float(wrong), float(len(idx))], dev, world)
-                    warm.append((w, s))
-                    done = iteration + 1 >= config.warmup_max_iterations or (
-                        len(warm) == warm.maxlen and sum(a for a, _ in warm) / sum(b for _, b in warm) < config.warmup_error)
-                    if done:
-                        warming = False
-                        history.provenance["warmup_ended_at"] = iteration + 1
-                iteration += 1
-                bar.update(1)
-                if progress and rank == 0 and steps % 25 == 0:
-                    bar.set_postfix(loss=f"{float(loss):.3f}", lr=f"{lr:.3g}", refresh=False)
-            loss_sum, wrong_sum, steps_all, seen_all = _all_sum([float(loss_acc), float(wrong_acc), steps, seen], dev, world)
+            (loss_sum, wrong_sum, steps_all, seen_all), lr = _train_epoch(run, epoch, lr_fn, bar, progress)
             train_seconds = time.perf_counter() - t0
-            if world > 1:  # one set of BN statistics for evaluation and checkpoints: rank 0's
-                import torch.distributed as dist
-
-                for buffer in net.buffers():
-                    dist.broadcast(buffer, 0)
-            last = epoch == epochs - 1 or iteration >= total
-            tx, ty = data.test_x, data.test_y
-            if eval_index is not None and not last:
-                tx, ty = tx[eval_index], ty[eval_index]
-            share_x, share_y = tx[rank::world], ty[rank::world]
-            eval_model.eval()  # the model too
-            with torch.no_grad():
-                error = float(eval_fn(eval_model, share_x, share_y, config.eval_batch_size)) if len(share_y) else 0.0
-            wrong_test, n_test = _all_sum([error * len(share_y), float(len(share_y))], dev, world)
-            eval_model.train()
-            step_model.train()
-            elapsed += time.perf_counter() - t0
-            record = {"epoch": epoch + 1, "iteration": iteration, "lr": lr,
+            last = epoch == run.epochs - 1 or run.iteration >= run.total
+            test_error, n_test = _test_error(run, last)
+            run.elapsed += time.perf_counter() - t0
+            record = {"epoch": epoch + 1, "iteration": run.iteration, "lr": lr,
                       "train_loss": loss_sum / max(steps_all, 1), "train_error": wrong_sum / max(seen_all, 1),
-                      "test_error": wrong_test / n_test, "test_images": int(n_test),
-                      "seconds": round(elapsed, 3), "train_seconds": round(train_seconds, 3)}
-            history.records.append(record)
+                      "test_error": test_error, "test_images": int(n_test),
+                      "seconds": round(run.elapsed, 3), "train_seconds": round(train_seconds, 3)}
+            run.history.records.append(record)
             bar.set_postfix(loss=f"{record['train_loss']:.3f}", train_err=f"{record['train_error']:.1%}",
                             test_err=f"{record['test_error']:.1%}")
-            if path is not None and rank == 0:
-                buf = io.BytesIO()
-                torch.save({"format": FORMAT, "config": config.to_dict(), "epoch": epoch + 1, "iteration": iteration,
-                            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "warming": warming,
-                            "warm": list(warm), "rng": _rng_state(), "history": history.to_dict()}, buf)
-                _atomic_write(path, buf.getvalue())
+            if run.path is not None and rank == 0:
+                _save_checkpoint(run, epoch)
             if on_epoch is not None and rank == 0:
-                on_epoch(history)
-            if iteration >= total:
+                on_epoch(run.history)
+            if run.iteration >= run.total:
                 break
     finally:
         bar.close()
-    history.provenance["state_sha256"] = state_hash(net)
-    # CPU time of this process (all its threads) during this call: about threads x seconds when no other
-    # process competed for the cores, much less when the run had to share them.
-    history.provenance["process_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
-    if world > 1:
-        import torch.distributed as dist
-
-        hashes: list[Any] = [None] * world
-        dist.all_gather_object(hashes, history.provenance["state_sha256"])
-        history.provenance["rank_state_sha256"] = hashes
-        if len(set(hashes)) != 1:
-            raise RuntimeError(f"the {world} processes ended with different weights ({hashes}); this is a bug")
-    return history
-
-
-# -- command line ---------------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m goingdeeper.train",
-        description="Train the paper's CIFAR-10 networks (plain and residual) and save their histories as JSON.",
-        epilog="Several GPUs: torchrun --nproc_per_node=K -m goingdeeper.train --preset full ...")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick",
-                   help="quick: a class-balanced subset, a few epochs (a laptop CPU); full: the paper's 64k iterations "
-                        "on all the data (a GPU). Default: quick")
-    p.add_argument("--models", help="comma-separated, e.g. plain20,resnet56 (default: plain20,plain56,resnet20,resnet56)")
-    p.add_argument("--data", help=f"folder with cifar-10-batches-py/ (default: ${cifar.ENV_VAR} or data/ beside the "
-                                  "package; downloaded there on first use)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 or mps (default: the best available)")
-    p.add_argument("--epochs", type=int, help="override the preset's number of epochs (the schedule follows)")
-    p.add_argument("--iterations", type=int, help="override the preset's number of iterations")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="CPU threads (default: the cores available, shared among processes)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slower to start; not always faster)")
-    p.add_argument("--out", help="results file (default: results_<preset>.json in the current folder)")
-    p.add_argument("--checkpoint-dir", help="where <model>.pt is written after every epoch (default: "
-                                            "checkpoints/<preset>/ in the data folder)")
-    p.add_argument("--resume", action="store_true", help="continue each model from its checkpoint, if there is one")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """The command line; returns the exit status."""
-    args = _parser().parse_args(argv)
-    err = functools.partial(print, file=sys.stderr)
-    models = [m.strip() for m in (args.models or ",".join(PRESETS[args.preset]["models"])).split(",") if m.strip()]
-    for m in models:
-        try:
-            build(m)
-        except ValueError as exc:
-            err(f"error: --models: {exc}")
-            return 2
-    overrides: dict[str, Any] = {"seed": args.seed, "compile": args.compile}
-    if args.epochs is not None:
-        overrides.update(epochs=args.epochs, iterations=None)
-    if args.iterations is not None:
-        overrides["iterations"] = args.iterations
-    try:
-        device = pick_device(args.device)
-    except (RuntimeError, ValueError) as exc:
-        err(f"error: --device: {exc}")
-        return 2
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        import torch.distributed as dist
-
-        if device.type == "cuda":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    rank, world = _dist()
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    if device.type == "cpu":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        overrides["threads"] = args.threads or max(1, cores // local_world)
-    try:
-        if rank == 0:
-            data = cifar.load(args.data, progress=not args.quiet)
-        if world > 1:
-            torch.distributed.barrier()
-            if rank != 0:
-                data = cifar.load(args.data, download=False)
-        checkpoints = Path(args.checkpoint_dir) if args.checkpoint_dir else cifar.data_dir(args.data) / "checkpoints" / args.preset
-        out = Path(args.out or f"results_{args.preset}.json")
-        histories: list[History] = []
-        started = time.perf_counter()
-        for m in models:
-            config = preset(args.preset, m, **overrides)
-            for key, available in (("n_train", len(data.train_y)), ("n_test", len(data.test_y))):
-                if getattr(config, key) is not None and getattr(config, key) > available:
-                    if rank == 0:
-                        print(f"note: the data holds {available} images for {key}={getattr(config, key)}: using them all")
-                    setattr(config, key, available)
-            history = fit(config, data, device=device, progress=not args.quiet and rank == 0,
-                          checkpoint_dir=checkpoints, resume=args.resume)
-            histories.append(history)
-            if rank == 0:
-                save_histories(histories, out)  # after every model: finished runs are kept if a later one stops
-                f = history.final
-                print(f"{m:>14}: train error {f['train_error']:6.1%}  test error {f['test_error']:6.1%}  "
-                      f"({f['seconds']:.0f} s, {f['epoch']} epochs, {f['iteration']} steps)", flush=True)
-        if rank == 0:
-            print(f"wrote {out} ({len(histories)} runs, {(time.perf_counter() - started) / 60:.1f} min); "
-                  f"checkpoints in {checkpoints}")
-        return 0
-    except cifar.DataError as exc:
-        err(f"error: {exc}")
-        return 2
-    except (RuntimeError, ValueError) as exc:
-        if "checkpoint" in str(exc) or "batch_size" in str(exc):
-            err(f"error: {exc}")
-            return 2
-        raise
-    finally:
-        if world > 1:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    _finish(run, cpu_start)
+    return run.history

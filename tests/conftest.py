@@ -5,8 +5,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # tests/wrong
 
-from goingdeeper.course import assignments  # noqa: E402
-from goingdeeper.scratch import ROOT  # noqa: E402
+from instructor.course import assignments  # noqa: E402
+from instructor.scratch import ROOT  # noqa: E402
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from typing import Callable
 
 import nbformat
 
-from goingdeeper.scratch import ROOT, replace_cell
+from instructor.scratch import ROOT, replace_cell
 from wrong import by_assignment
 
 ASSIGNMENT = "01_computational_graphs"

@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from goingdeeper.scratch import ROOT
+from instructor.scratch import ROOT
 
 TOKEN = "going-deeper-test"
 

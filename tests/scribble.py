@@ -19,7 +19,7 @@ import ast
 
 import nbformat
 
-from goingdeeper.scratch import answer_ids
+from instructor.scratch import answer_ids
 
 KEEPS_ARGUMENTS = {"numerical_gradient"}
 

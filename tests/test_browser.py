@@ -22,9 +22,9 @@ import nbformat
 import pytest
 from labserver import TOKEN, course_venv, lab_server, venv_is_current
 
-from goingdeeper.course import ROOT, assignments, kernel_language_info, substance_differences
-from goingdeeper.editions import build_student_edition
-from goingdeeper.reader import build_site, reader_notebook
+from instructor.course import ROOT, assignments, kernel_language_info, substance_differences
+from instructor.editions import build_student_edition
+from instructor.reader import build_site, reader_notebook
 
 SCREENSHOTS = ROOT / "build" / "screenshots"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",

@@ -15,8 +15,8 @@ import nbformat
 import pytest
 from labserver import TOKEN, course_venv, get, lab_server, venv_is_current
 
-from goingdeeper import course
-from goingdeeper.course import (
+from instructor import course
+from instructor.course import (
     assignments,
     kernel_language_info,
     notebook_problems,
@@ -24,7 +24,7 @@ from goingdeeper.course import (
     strip_notebook,
     substance_differences,
 )
-from goingdeeper.editions import (
+from instructor.editions import (
     EDITION_NAME,
     INSTRUCTOR_MARKERS,
     INSTRUCTOR_MODULES,
@@ -33,8 +33,8 @@ from goingdeeper.editions import (
     build_student_edition,
     instructor_material,
 )
-from goingdeeper.reader import build_site, reader_notebook
-from goingdeeper.scratch import ROOT
+from instructor.reader import build_site, reader_notebook
+from instructor.scratch import ROOT
 
 # -- the student edition ------------------------------------------------------------------------
 
@@ -162,46 +162,85 @@ def test_student_edition_package_imports_and_runs_every_set_up_cell(edition, tmp
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
 
 
-def _in_edition(edition: Path, tmp_path: Path, script: str, data: object) -> object:
-    """Run ``script`` with the edition's package (not the repository's) and ``data`` as DATA; return its RESULT."""
+@pytest.fixture(scope="module")
+def student_venv(edition, tmp_path_factory) -> Path:
+    """A fresh virtual environment with the edition installed as its course.sh installs it (``pip install --no-deps
+    -e``). Its third-party libraries (torch, numpy, ...) come from this venv's site-packages through a path
+    line, which adds the folder but runs none of its .pth files: the repository's editable installs of
+    goingdeeper and instructor are not there. Returns its python."""
+    import sysconfig
+
+    venv = tmp_path_factory.mktemp("student venv") / "venv"
+    # No pip or setuptools of its own: pip and the build backend come from the course's venv (the path line).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, capture_output=True,
+                   timeout=300)
+    python = venv / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    Path(site, "course_libraries.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    out = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation", "-e",
+                          str(edition)], capture_output=True, text=True, timeout=600, cwd=venv.parent)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    return python
+
+
+def test_in_a_fresh_venv_the_edition_installs_and_holds_no_grader_or_instructor_code(student_venv, edition, tmp_path):
+    script = (
+        "import importlib, pathlib, goingdeeper\n"
+        f"assert pathlib.Path(goingdeeper.__file__).is_relative_to({str(edition)!r}), goingdeeper.__file__\n"
+        "found = []\n"
+        "for name in ('instructor', 'autograder', 'goingdeeper.grading', 'instructor.train_full'):\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:\n"
+        "        continue\n"
+        "    found.append(name)\n"
+        "assert not found, f'importable in the student venv: {found}'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([str(student_venv), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+
+
+def _in_edition(student_venv: Path, edition: Path, tmp_path: Path, script: str, data: object) -> object:
+    """Run ``script`` in the student's fresh venv (the edition installed there, not the repository's package) with
+    ``data`` as DATA; return its RESULT."""
     (tmp_path / "data.json").write_text(json.dumps(data))
-    code = (_WITHOUT_EDITABLE_INSTALLS
-            + "import json, pathlib, sys, goingdeeper\n"
+    code = ("import json, pathlib, sys, goingdeeper\n"
             f"assert pathlib.Path(goingdeeper.__file__).is_relative_to({str(edition)!r}), goingdeeper.__file__\n"
             f"DATA = json.loads(pathlib.Path({str(tmp_path / 'data.json')!r}).read_text())\n"
             + script + "\nprint(json.dumps(RESULT))\n")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(edition)}, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run([str(student_venv), "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-#: Code of the edition's package that is (a piece of) a reference implementation of an exercise. Issue 17: the
-#: package's training loop still runs on its own augment; nothing else may join this list.
-KNOWN_IN_THE_PACKAGE = {"goingdeeper.cifar.augment"}
-
-
-def test_student_edition_package_holds_no_other_reference_implementation(edition, tmp_path):
+def test_student_edition_package_holds_no_reference_implementation(student_venv, edition, tmp_path):
     """No function, class or run of statements of the installed package is a reference answer with its names
     changed (the own-work reader's likeness, read by the edition's own code)."""
     references = {p.name: p.read_text(encoding="utf-8") for p in sorted((ROOT / "autograder" / "reference").glob("*.py"))}
     script = (
         "from goingdeeper import ownwork\n"
         "pieces = ownwork.package_pieces()\n"
+        "from goingdeeper import cifar, train\n"
         "RESULT = sorted({pieces[text] for source in DATA.values() for text, _, _ in "
         "ownwork._pieces(ownwork._parse(source)) if text in pieces})\n"
+        "RESULT += [f'{m.__name__}.{n}' for m in (cifar, train) for n in ('augment', 'train_step', 'evaluate', "
+        "'step_lr', 'lr_at', 'channel_stats') if hasattr(m, n)]\n"
     )
-    found = set(_in_edition(edition, tmp_path, script, references))
-    assert found <= KNOWN_IN_THE_PACKAGE, f"the student's package holds reference code: {sorted(found - KNOWN_IN_THE_PACKAGE)}"
+    found = _in_edition(student_venv, edition, tmp_path, script, references)
+    assert found == [], f"the student's package holds reference code: {found}"
 
 
-def test_in_the_student_edition_an_answer_key_of_installed_code_fails_every_test(edition, tmp_path):
+def test_in_the_student_edition_an_answer_key_of_installed_code_fails_every_test(student_venv, edition, tmp_path):
     """Every answer made only of calls into what the edition installs (tests/answer_key.py) breaks the own-work
     rule in every test cell, as the edition's own package reads it (what Validate and plain nbgrader run)."""
     from answer_key import answer_key
 
     from goingdeeper import ownwork
-    from goingdeeper.scratch import graded_cells
+    from instructor.scratch import graded_cells
 
     cases = []
     for a in assignments():
@@ -226,7 +265,7 @@ def test_in_the_student_edition_an_answer_key_of_installed_code_fails_every_test
         "    if not breaches:\n"
         "        RESULT.append([case['test'], 'no breach'])\n"
     )
-    unbroken = _in_edition(edition, tmp_path, script, cases)
+    unbroken = _in_edition(student_venv, edition, tmp_path, script, cases)
     assert len(cases) >= 40 and not unbroken, unbroken
 
 
@@ -498,10 +537,10 @@ def test_site_builds_every_page_it_can_when_a_notebook_fails(root, tmp_path):
 def test_site_names_the_solutions_folder_and_survives_any_error_of_one_notebook(root, tmp_path, monkeypatch):
     """A missing --solutions folder: one line, status 2. Any error of one notebook (reading its title, running it,
     an empty message) costs that page only; messages name the folder actually used. No kernel runs here."""
-    from goingdeeper import reader
+    from instructor import reader
 
     missing = tmp_path / "no such folder"
-    run = subprocess.run([sys.executable, "-m", "goingdeeper.reader", str(tmp_path / "site"),
+    run = subprocess.run([sys.executable, "-m", "instructor.reader", str(tmp_path / "site"),
                           "--solutions", str(missing)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 2, run.stdout + run.stderr
     assert run.stderr.strip().splitlines() == [f"course.sh site: --solutions {missing}: no such folder"], run.stderr

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from goingdeeper.scratch import ROOT
+from instructor.scratch import ROOT
 
 sys.path.insert(0, str(ROOT / "autograder"))
 from grade import _safe_cell, without_hidden_tests  # noqa: E402
@@ -164,7 +164,7 @@ def test_cli_explains_what_to_do(tmp_path):
 
 
 def test_cli_refuses_unknown_assignments(tmp_path):
-    from goingdeeper.scratch import ScratchCourse
+    from instructor.scratch import ScratchCourse
 
     course = ScratchCourse(tmp_path / "c", course_config=True)
     course.add_source("01_computational_graphs")
@@ -182,7 +182,7 @@ def test_notebook_01_training_test_is_a_handful_of_requests(tmp_path):
 
     import nbformat
 
-    from goingdeeper.scratch import ScratchCourse
+    from instructor.scratch import ScratchCourse
     from sandbox.trusted import bwrap_available
 
     if not bwrap_available():

@@ -20,8 +20,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from goingdeeper.course import assignments
-from goingdeeper.scratch import ROOT, ScratchCourse, answer_ids, graded_cells, replace_cell
+from instructor.course import assignments
+from instructor.scratch import ROOT, ScratchCourse, answer_ids, graded_cells, replace_cell
 from answer_key import answer_key
 from packing import pack
 from scribble import scribbler

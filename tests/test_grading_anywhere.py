@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from goingdeeper.scratch import ROOT, ScratchCourse
+from instructor.scratch import ROOT, ScratchCourse
 
 sys.path.insert(0, str(ROOT / "autograder"))
 from sandbox.trusted import bwrap_available  # noqa: E402

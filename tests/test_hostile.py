@@ -22,7 +22,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from goingdeeper.scratch import ROOT, ScratchCourse
+from instructor.scratch import ROOT, ScratchCourse
 import hostile
 from hostile import ASSIGNMENT, CASES, FULL
 

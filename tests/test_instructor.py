@@ -14,8 +14,8 @@ import shutil
 import nbformat
 import pytest
 
-from goingdeeper.course import assignments
-from goingdeeper.scratch import ROOT, ScratchCourse, graded_cells
+from instructor.course import assignments
+from instructor.scratch import ROOT, ScratchCourse, graded_cells
 
 ASSIGNMENT = assignments()[0]
 

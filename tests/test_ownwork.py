@@ -31,11 +31,11 @@ def _read(cell: str, *names: str, torch: bool = True, allow=(), more=()):
 
 
 @pytest.mark.parametrize("cell, names, what", [
-    ("def sin_graph(x, y):\n    return scalar.sin_graph_torch(x, y)\n", ["sin_graph"],
-     "goingdeeper.scalar.sin_graph_torch"),
-    ("sin_graph = scalar.sin_graph_torch\n", ["sin_graph"], "goingdeeper.scalar.sin_graph_torch"),
-    ("def helper(a):\n    return goingdeeper.scalar.lecture_torch(a, a, a)\n\n\ndef sin_graph(x, y):\n"
-     "    return helper(x)\n", ["sin_graph"], "goingdeeper.scalar.lecture_torch"),
+    ("def sin_graph(x, y):\n    return scalar.run_torch(x, y)\n", ["sin_graph"],
+     "goingdeeper.scalar.run_torch"),
+    ("sin_graph = scalar.run_torch\n", ["sin_graph"], "goingdeeper.scalar.run_torch"),
+    ("def helper(a):\n    return goingdeeper.scalar.run_engine(a, a, a)\n\n\ndef sin_graph(x, y):\n"
+     "    return helper(x)\n", ["sin_graph"], "goingdeeper.scalar.run_engine"),
     ("class PreActBlock(models.PreActBlock):\n    pass\n", ["PreActBlock"], "goingdeeper.models.PreActBlock"),
     ("from goingdeeper import models as m\n\n\nclass Net(nn.Module):\n    def forward(self, x):\n"
      "        return m.cifar_net(x)\n", ["Net"], "goingdeeper.models.cifar_net"),
@@ -46,6 +46,10 @@ def _read(cell: str, *names: str, torch: bool = True, allow=(), more=()):
     ("globals()['augment'] = cifar.augment\n", ["augment"], "goingdeeper.cifar.augment"),
     ("def f(x):\n    return call(abs, x)\n", ["f"], "goingdeeper.checks.call"),
     ("def evaluate(model, x):\n    return model(cifar.augment(x))\n", ["evaluate"], "goingdeeper.cifar.augment"),
+    ("from instructor.train_full import main\n\n\ndef f(x):\n    return main(x)\n", ["f"],
+     "instructor.train_full.main"),
+    ("def f(x):\n    import autograder.reference.degradation as r\n    return r.augment(x)\n", ["f"],
+     "an import of autograder.reference.degradation"),
 ])
 def test_the_course_package_in_an_answer_is_a_breach_and_named(cell, names, what):
     breaches, _, _ = _read(cell, *names, allow=["cifar.normalize"])
@@ -53,9 +57,9 @@ def test_the_course_package_in_an_answer_is_a_breach_and_named(cell, names, what
 
 
 def test_a_helper_in_another_cell_is_followed():
-    helper = "def _norm(x):\n    return scalar.sin_graph_torch(x, x)\n"
+    helper = "def _norm(x):\n    return scalar.run_torch(x, x)\n"
     breaches, _, _ = _read("def sin_graph(x, y):\n    return _norm(x)\n", "sin_graph", more=[helper])
-    assert breaches == ["goingdeeper.scalar.sin_graph_torch"]
+    assert breaches == ["goingdeeper.scalar.run_torch"]
 
 
 @pytest.mark.parametrize("cell, names", [
@@ -86,22 +90,22 @@ def test_evasive_forms_are_flags_not_breaches():
 
 
 def test_the_message_names_the_rule_the_line_and_the_helper():
-    breaches, _, _ = find_breaches([SETUP, "def h(a):\n    x = 1\n    return scalar.lecture_torch(a, a, a)\n",
+    breaches, _, _ = find_breaches([SETUP, "def h(a):\n    x = 1\n    return scalar.run_engine(a, a, a)\n",
                                     "def lecture_forward(x, y, z):\n    return h(x)\n"], ["lecture_forward"])
     message = breaches[0].message()
-    assert "line 3 of the cell of h, which it uses: return scalar.lecture_torch(a, a, a)" in message
+    assert "line 3 of the cell of h, which it uses: return scalar.run_engine(a, a, a)" in message
     assert "may not call, subclass, import, exec or read the source of the course's own package" in message
 
 
 def test_last_definition_wins_as_in_the_kernel():
-    cells = ["def f(x):\n    return scalar.sin_graph_torch(x, x)\n", "def f(x):\n    return x\n"]
+    cells = ["def f(x):\n    return scalar.run_torch(x, x)\n", "def f(x):\n    return x\n"]
     assert find_breaches([SETUP, *cells], ["f"])[0] == []
     assert find_breaches([SETUP, *reversed(cells)], ["f"])[0] != []
 
 
 def test_cells_with_magics_or_syntax_errors_are_read_as_far_as_possible():
-    cell = "%time x = 1\ndef f(x):\n    return scalar.sin_graph_torch(x, x)\n"
-    assert _read(cell, "f")[0] == ["goingdeeper.scalar.sin_graph_torch"]
+    cell = "%time x = 1\ndef f(x):\n    return scalar.run_torch(x, x)\n"
+    assert _read(cell, "f")[0] == ["goingdeeper.scalar.run_torch"]
     assert _read("def f(:\n", "f") == ([], [], ["f"])
 
 
@@ -127,10 +131,10 @@ def test_outside_a_notebook_there_is_nothing_to_read():
 
 def test_names_bound_inside_top_level_blocks_are_definitions():
     cell = ("try:\n    from scipy import special\nexcept ImportError:\n    special = None\n"
-            "if True:\n    def helper(x):\n        return scalar.sin_graph_torch(x, x)\n"
+            "if True:\n    def helper(x):\n        return scalar.run_torch(x, x)\n"
             "for k in range(3):\n    pass\n\n\ndef f(x):\n    return helper(special, k)\n")
-    assert _read(cell, "f")[0] == ["goingdeeper.scalar.sin_graph_torch"]
-    assert _read(cell.replace("scalar.sin_graph_torch(x, x)", "x"), "f") == ([], [], [])
+    assert _read(cell, "f")[0] == ["goingdeeper.scalar.run_torch"]
+    assert _read(cell.replace("scalar.run_torch(x, x)", "x"), "f") == ([], [], [])
 
 
 def test_a_rebinding_in_the_same_cell_counts_in_order():
@@ -169,16 +173,17 @@ def test_a_copy_of_the_package_with_its_names_changed_is_flagged_for_the_instruc
 
     from goingdeeper import cifar, models
 
-    for obj, where in ((cifar.augment, "goingdeeper.cifar.augment"), (models.PreActBlock, "goingdeeper.models.PreActBlock")):
+    for obj, where in ((cifar.balanced_indices, "goingdeeper.cifar.balanced_indices"),
+                       (models.PreActBlock, "goingdeeper.models.PreActBlock")):
         cell = _disguised(inspect.getsource(obj))
         name = f"my_{obj.__name__}" if inspect.isfunction(obj) else obj.__name__
         breaches, evasions, missing = _read(cell, name)
         assert not breaches and not missing, (breaches, missing)  # a likeness is the instructor's to judge
         assert evasions == [f"the same code as {where} with its names changed"], evasions
     # Pasted into a function of one's own: a run of statements is enough.
-    body = inspect.getsource(cifar.augment).split('"""', 2)[2]
-    cell = "def mine(x, generator=None, pad=4, flip=True):\n    print('augmenting')" + body
-    assert _read(cell, "mine")[1] == ["the same code as goingdeeper.cifar.augment with its names changed"]
+    body = inspect.getsource(cifar.balanced_indices).split('"""', 2)[2]
+    cell = "def mine(labels, n, g, what='n'):\n    print('choosing')" + body
+    assert _read(cell, "mine")[1] == ["the same code as goingdeeper.cifar.balanced_indices with its names changed"]
     flags: list[str] = []
     ownwork.GRADER_HOOK = ownwork.GraderHook(lambda: [SETUP, cell], flags.append)
     try:
@@ -193,7 +198,7 @@ def test_small_idioms_and_the_solutions_are_nobodys_copy():
     MIN_COPY_NODES nodes or more in common with the package (the largest accidental likeness is 11 nodes)."""
     import nbformat
 
-    from goingdeeper.scratch import ROOT
+    from instructor.scratch import ROOT
     from wrong import by_assignment, right_by_assignment
 
     sources = [c.source for p in sorted((ROOT / "solutions").glob("*/*.ipynb"))

@@ -26,8 +26,8 @@ import sys
 import nbformat
 import pytest
 
-from goingdeeper.course import assignments
-from goingdeeper.scratch import ROOT, ScratchCourse
+from instructor.course import assignments
+from instructor.scratch import ROOT, ScratchCourse
 
 sys.path.insert(0, str(ROOT / "autograder"))
 from sandbox.trusted import bwrap_available  # noqa: E402

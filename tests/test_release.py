@@ -7,8 +7,8 @@ import shutil
 import nbformat
 import pytest
 
-from goingdeeper import course
-from goingdeeper.course import assignments, notebook_problems, stale_release, strip_notebook
+from instructor import course
+from instructor.course import assignments, notebook_problems, stale_release, strip_notebook
 
 
 @pytest.mark.parametrize("assignment", assignments())

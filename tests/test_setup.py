@@ -16,7 +16,7 @@ from typing import Iterator
 import pytest
 from labserver import TOKEN, get as _get, lab_server
 
-from goingdeeper.course import assignments
+from instructor.course import assignments
 
 
 def _pins(text: str) -> dict[str, str]:

@@ -1,6 +1,9 @@
-"""goingdeeper.train: schedules, the loop and its hooks, histories, checkpoints and resume, the command line, DDP.
+"""goingdeeper.train: schedules, the loop and its hooks, histories, checkpoints and resume; the instructor's
+command line (instructor.train_full); DDP.
 
-Everything runs on the CPU with one thread on tiny synthetic data (ResNet-8, a few hundred images).
+The package has no training pieces of its own (they are notebook 05's exercises): the loop runs here on the
+course's references (autograder/reference/degradation.py), as the instructor's command does. Everything runs on
+the CPU with one thread on tiny synthetic data (ResNet-8, a few hundred images).
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import pytest
 import torch
 
 from goingdeeper import cifar, train
-from goingdeeper.scratch import ROOT
+from goingdeeper.grading import load_reference
+from instructor.scratch import ROOT
+from instructor import train_full
 from tiny_cifar import write_folder
 
 
@@ -42,6 +47,14 @@ def tiny_data(n_train: int = 320, n_test: int = 100, seed: int = 0) -> cifar.CIF
     return cifar.CIFAR10(*split(n_train), *split(n_test))
 
 
+REF = load_reference("degradation")
+
+
+def fit(config: train.Config, data: cifar.CIFAR10, **kw) -> train.History:
+    """train.fit with the reference's hooks for what ``kw`` does not give."""
+    return train.fit(config, data, **{**REF.hooks(config), **kw})
+
+
 def tiny_config(**kw) -> train.Config:
     settings = dict(model="resnet8", epochs=2, batch_size=32, lr=0.05, schedule="constant", eval_images=50)
     settings.update(kw)
@@ -50,11 +63,27 @@ def tiny_config(**kw) -> train.Config:
 
 # -- schedules ------------------------------------------------------------------------------------
 def test_step_schedule_divides_by_ten_at_the_papers_milestones():
-    lr = [train.step_lr(i, 64000, 0.1) for i in (0, 31999, 32000, 47999, 48000, 63999)]
-    assert lr == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
-    short = [train.step_lr(i, 640, 0.1) for i in (319, 320, 479, 480)]
-    assert short == pytest.approx([0.1, 0.01, 0.01, 0.001])  # the same fractions of a shorter run
-    assert train.step_lr(0, 64000, 0.1, warmup=True) == pytest.approx(0.01)
+    for step_lr in (REF.step_lr, REF.lr_at):  # the instructor's run's and the notebook's answer
+        lr = [step_lr(i, 64000, 0.1) for i in (0, 31999, 32000, 47999, 48000, 63999)]
+        assert lr == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001, 0.001])
+        short = [step_lr(i, 640, 0.1) for i in (319, 320, 479, 480)]
+        assert short == pytest.approx([0.1, 0.01, 0.01, 0.001])  # the same fractions of a shorter run
+        assert step_lr(0, 64000, 0.1, warmup=True) == pytest.approx(0.01)
+
+
+def test_the_package_has_no_training_pieces_and_fit_says_which_it_needs():
+    for name in ("train_step", "evaluate", "step_lr", "main"):
+        assert not hasattr(train, name), name
+    assert not hasattr(cifar, "augment") and train.SCHEDULES["step"] is None
+    data = tiny_data(64, 20)
+    with pytest.raises(train.HookMissing, match=r"fit needs your train_step, evaluate \(pass train_step=train_step, "
+                                                r"evaluate=evaluate\)"):
+        train.fit(tiny_config(epochs=1, augment=False), data, progress=False)
+    config = tiny_config(epochs=1, schedule="step", augment=True, grad_norms_at=(0,))
+    with pytest.raises(train.HookMissing) as err:
+        train.fit(config, data, train_step=REF.train_step, evaluate=REF.evaluate, progress=False)
+    assert "fit needs your augment, lr_at, grad_norms" in str(err.value)
+    assert "step schedule is notebook 05's lr_at" in str(err.value) and "Config.augment is on" in str(err.value)
 
 
 @pytest.mark.parametrize("total", [10, 97, 640])
@@ -82,15 +111,15 @@ def test_warmup_runs_at_a_tenth_until_the_cap_or_the_error_drops():
 
     def lr_at(iteration, total, base_lr, warmup):
         calls.append((iteration, warmup))
-        return train.step_lr(iteration, total, base_lr, warmup)
+        return REF.step_lr(iteration, total, base_lr, warmup)
 
     data = tiny_data()
-    h = train.fit(tiny_config(warmup=True, warmup_max_iterations=5), data, lr_at=lr_at, progress=False)
+    h = fit(tiny_config(warmup=True, warmup_max_iterations=5), data, lr_at=lr_at, progress=False)
     assert [w for _, w in calls] == [True] * 5 + [False] * (len(calls) - 5)
     assert h.provenance["warmup_ended_at"] == 5 and h.records[0]["lr"] == pytest.approx(0.05)
     calls.clear()
     # An error threshold every window passes: warm-up ends as soon as the 20-step window is full.
-    h = train.fit(tiny_config(warmup=True, warmup_error=1.01, epochs=3), data, lr_at=lr_at, progress=False)
+    h = fit(tiny_config(warmup=True, warmup_error=1.01, epochs=3), data, lr_at=lr_at, progress=False)
     assert h.provenance["warmup_ended_at"] == 20 and [w for _, w in calls[:21]] == [True] * 20 + [False]
 
 
@@ -107,7 +136,7 @@ def test_presets():
 
 # -- the loop -------------------------------------------------------------------------------------
 def test_a_few_epochs_reduce_the_loss_and_the_history_has_every_field():
-    h = train.fit(tiny_config(epochs=3, grad_norms_at=(0, 7)), tiny_data(), progress=False)
+    h = fit(tiny_config(epochs=3, grad_norms_at=(0, 7)), tiny_data(), progress=False)
     losses = h.column("train_loss")
     assert losses[-1] < losses[0] * 0.8, losses
     assert h.final["test_error"] < 0.9
@@ -121,7 +150,7 @@ def test_a_few_epochs_reduce_the_loss_and_the_history_has_every_field():
 
 
 def test_iterations_stop_the_run_inside_an_epoch():
-    h = train.fit(tiny_config(iterations=15, epochs=1), tiny_data(), progress=False)
+    h = fit(tiny_config(iterations=15, epochs=1), tiny_data(), progress=False)
     assert h.column("iteration") == [10, 15] and h.provenance["iterations"] == 15
 
 
@@ -132,7 +161,7 @@ def test_the_hooks_are_called_with_what_they_document():
         assert x.dtype == torch.uint8 and x.shape == (32, 3, 32, 32) and isinstance(generator, torch.Generator)
         assert generator.device.type == "cpu"  # a hook of the notebook's always gets a CPU generator
         seen["augment"] += 1
-        return cifar.augment(x, generator)
+        return REF.augment(x, generator)
 
     def train_step(model, optimizer, x, y):
         assert x.dtype == torch.float32 and x.shape == (32, 3, 32, 32) and y.dtype == torch.int64
@@ -147,7 +176,7 @@ def test_the_hooks_are_called_with_what_they_document():
     def evaluate(model, x, y, batch_size):
         assert x.dtype == torch.uint8 and not model.training
         seen["evaluate"].append(len(x))
-        return train.evaluate(model, x, y, batch_size)
+        return REF.evaluate(model, x, y, batch_size)
 
     def lr_at(iteration, total, base_lr, warmup):
         assert (total, base_lr, warmup) == (20, 0.05, False)
@@ -159,7 +188,7 @@ def test_the_hooks_are_called_with_what_they_document():
         seen["grad_norms"].append(seen["train_step"])
         return {"first": 1.5, "last": 2}
 
-    h = train.fit(tiny_config(grad_norms_at=(0, 13)), tiny_data(), augment=augment, train_step=train_step,
+    h = fit(tiny_config(grad_norms_at=(0, 13)), tiny_data(), augment=augment, train_step=train_step,
                   evaluate=evaluate, lr_at=lr_at, grad_norms=grad_norms,
                   on_epoch=lambda hist: seen["on_epoch"].append(len(hist.records)), progress=False)
     assert seen == {"augment": 20, "train_step": 20, "evaluate": [50, 100], "lr_at": 20, "on_epoch": [1, 2],
@@ -189,7 +218,7 @@ def test_hooks_get_the_forward_in_bf16_autocast_when_amp_is_on():
         seen["eval_logits"] = model(cifar.normalize(x[:4])).dtype
         return 0.5
 
-    h = train.fit(tiny_config(amp=True, epochs=1), tiny_data(), train_step=train_step, evaluate=evaluate,
+    h = fit(tiny_config(amp=True, epochs=1), tiny_data(), train_step=train_step, evaluate=evaluate,
                   progress=False)
     assert seen == {"dtypes": (torch.bfloat16, torch.float32), "eval_logits": torch.float32}
     assert h.provenance["amp_bf16"] is True and h.final["test_error"] == 0.5
@@ -199,13 +228,13 @@ def test_a_model_passed_in_is_trained_and_threads_are_restored():
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3072, 10))
     before = net[1].weight.detach().clone()
     torch.set_num_threads(1)
-    h = train.fit(tiny_config(threads=2, channels_last=False), tiny_data(), model=net, progress=False)
+    h = fit(tiny_config(threads=2, channels_last=False), tiny_data(), model=net, progress=False)
     assert not torch.equal(before, net[1].weight.detach()) and h.provenance["threads"] == 2
     assert torch.get_num_threads() == 1
 
 
 def test_history_json_round_trip(tmp_path):
-    h = train.fit(tiny_config(epochs=1), tiny_data(), progress=False)
+    h = fit(tiny_config(epochs=1), tiny_data(), progress=False)
     for key in ("device", "torch", "command", "date", "state_sha256"):
         assert h.provenance[key]
     h.save(tmp_path / "one.json")
@@ -235,11 +264,11 @@ def _interrupt_after(epochs: int):
 
 def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
     data, config = tiny_data(), tiny_config(epochs=2, schedule="onecycle", lr=0.1)
-    whole = train.fit(config, data, progress=False, checkpoint_dir=tmp_path / "a")
+    whole = fit(config, data, progress=False, checkpoint_dir=tmp_path / "a")
     with pytest.raises(Interrupted):
-        train.fit(config, data, progress=False, checkpoint_dir=tmp_path / "b", on_epoch=_interrupt_after(1))
+        fit(config, data, progress=False, checkpoint_dir=tmp_path / "b", on_epoch=_interrupt_after(1))
     assert torch.load(tmp_path / "b" / "resnet8.pt", weights_only=False)["epoch"] == 1
-    resumed = train.fit(config, data, progress=False, checkpoint_dir=tmp_path / "b", resume=True)
+    resumed = fit(config, data, progress=False, checkpoint_dir=tmp_path / "b", resume=True)
     assert resumed.provenance["resumed_from_epoch"] == 1
     assert resumed.provenance["state_sha256"] == whole.provenance["state_sha256"]  # identical weights and buffers
 
@@ -248,16 +277,16 @@ def test_resume_continues_exactly_where_an_interrupted_run_stopped(tmp_path):
 
     assert strip(resumed.records) == strip(whole.records)
     assert not [p for p in (tmp_path / "b").iterdir() if p.name != "resnet8.pt"]  # no temporary files left
-    again = train.fit(config, data, progress=False, checkpoint_dir=tmp_path / "b", resume=True)  # already done
+    again = fit(config, data, progress=False, checkpoint_dir=tmp_path / "b", resume=True)  # already done
     assert again.records == resumed.records
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
     data = tiny_data()
-    train.fit(tiny_config(epochs=1), data, progress=False, checkpoint_dir=tmp_path)
+    fit(tiny_config(epochs=1), data, progress=False, checkpoint_dir=tmp_path)
     with pytest.raises(RuntimeError, match=r"different run \(lr: 0.05 there, 0.1 now\).*delete the checkpoint"):
-        train.fit(tiny_config(epochs=1, lr=0.1), data, progress=False, checkpoint_dir=tmp_path, resume=True)
-    train.fit(tiny_config(epochs=1, threads=1), data, progress=False, checkpoint_dir=tmp_path, resume=True)
+        fit(tiny_config(epochs=1, lr=0.1), data, progress=False, checkpoint_dir=tmp_path, resume=True)
+    fit(tiny_config(epochs=1, threads=1), data, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
 # -- command line ---------------------------------------------------------------------------------
@@ -265,27 +294,27 @@ def test_command_line_trains_saves_and_resumes(tmp_path, capsys):
     write_folder(tmp_path / "data", n_train=300, n_test=40)
     args = ["--models", "resnet8", "--data", str(tmp_path / "data"), "--epochs", "1", "--device", "cpu", "--quiet",
             "--threads", "1", "--out", str(tmp_path / "r.json"), "--checkpoint-dir", str(tmp_path / "ck")]
-    assert train.main(args) == 0
+    assert train_full.main(args) == 0
     out = capsys.readouterr().out
     assert "resnet8: train error" in out and "wrote" in out
     (h,) = train.load_histories(tmp_path / "r.json")
     assert h.config["n_train"] == 300 and h.final["epoch"] == 1 and (tmp_path / "ck" / "resnet8.pt").is_file()
-    assert train.main([*args, "--resume"]) == 0
+    assert train_full.main([*args, "--resume"]) == 0
     assert train.load_histories(tmp_path / "r.json")[0].records == h.records
 
 
 def test_command_line_errors_say_what_to_do(tmp_path, capsys, monkeypatch):
-    assert train.main(["--models", "resnet21"]) == 2
+    assert train_full.main(["--models", "resnet21"]) == 2
     assert "6n + 2" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert train.main(["--device", "cuda"]) == 2
+        assert train_full.main(["--device", "cuda"]) == 2
         assert "--device cpu" in capsys.readouterr().err
 
     def offline(url, timeout):
         raise urllib.error.URLError("no network")
 
     monkeypatch.setattr(cifar, "_urlopen", offline)
-    assert train.main(["--data", str(tmp_path / "nothing"), "--quiet", "--device", "cpu"]) == 2
+    assert train_full.main(["--data", str(tmp_path / "nothing"), "--quiet", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert cifar.URL in err and str(tmp_path / "nothing") in err and "Traceback" not in err
 
@@ -300,7 +329,7 @@ def test_torchrun_with_two_cpu_processes_ends_with_identical_weights(tmp_path):
     write_folder(tmp_path / "data", n_train=300, n_test=40)
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-           "-m", "goingdeeper.train", "--models", "resnet8", "--data", str(tmp_path / "data"), "--epochs", "2",
+           "-m", "instructor.train_full", "--models", "resnet8", "--data", str(tmp_path / "data"), "--epochs", "2",
            "--device", "cpu", "--quiet", "--threads", "1", "--out", str(tmp_path / "r.json"),
            "--checkpoint-dir", str(tmp_path / "ck")]
     run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120, cwd=tmp_path)

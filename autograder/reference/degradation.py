@@ -1,11 +1,14 @@
 """Reference solutions for notebook 05 (training ResNets on CIFAR-10, the degradation problem).
 
-The hidden tests compare with the package's own training pieces (goingdeeper.degradation's checks do
-the same steps themselves); these are the notebook's answers, kept for the course's tests and for
-instructors.
+goingdeeper.degradation's checks compute what they compare with themselves (one SGD step done by the check,
+the set of all crops, ...); these are the notebook's answers, kept for the course's tests and for instructors.
+The package has no training pieces of its own: the instructor's full-length run (``python -m
+instructor.train_full``) trains with the ones below (:func:`hooks`), as a student's notebook trains with theirs.
 """
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -77,3 +80,42 @@ def lr_at(iteration, total, base_lr, warmup=False):
 def conv_grad_norms(model):
     """{name: ||dL/dW||} for every convolution weight of model, in model order."""
     return {name: float(p.grad.norm()) for name, p in model.named_parameters() if p.ndim == 4}
+
+
+# -- the instructor's full-length run (instructor/train_full.py): the same answers, for any Config ----------
+def step_lr(iteration, total, base_lr, warmup=False, *, milestones=(0.5, 0.75), gamma=0.1):
+    """lr_at with the milestones as fractions of the run (the paper: 32k and 48k of 64k are 0.5 and 0.75)."""
+    if warmup:
+        return base_lr * 0.1
+    return base_lr * gamma ** sum(iteration >= round(m * total) for m in milestones)
+
+
+def train_step_on_device(model, optimizer, x, y, *, label_smoothing=0.0):
+    """train_step that returns 0-dim tensors on the device (no GPU sync per step)."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), (logits.detach().argmax(1) != y).sum()
+
+
+def evaluate_on_device(model, x, y, batch_size=1000):
+    """evaluate that counts on the device and syncs once."""
+    was_training = model.training
+    model.eval()
+    wrong = torch.zeros((), dtype=torch.int64, device=x.device)
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            wrong += (model(cifar.normalize(x[i:i + batch_size])).argmax(1) != y[i:i + batch_size]).sum()
+    model.train(was_training)
+    return wrong.item() / max(len(x), 1)
+
+
+def hooks(config):
+    """fit's hooks for ``config`` (a goingdeeper.train.Config): the answers above."""
+    return dict(augment=augment if config.augment else None,
+                train_step=functools.partial(train_step_on_device, label_smoothing=config.label_smoothing),
+                evaluate=evaluate_on_device,
+                lr_at=functools.partial(step_lr, milestones=config.milestones) if config.schedule == "step" else None,
+                grad_norms=conv_grad_norms if config.grad_norms_at else None)

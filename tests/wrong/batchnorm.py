@@ -271,12 +271,11 @@ TORCH_RULE = "may not use torch"
 WRONG += [
     Wrong(
         "bn_forward_train",
-        "returns the package's torch oracle's output",
+        "takes the graders' reference through the package's loader",
         '''
-def batchnorm_forward_train(x, gamma, beta, eps=1e-5):
-    mu = x.mean(axis=0)
-    var = x.var(axis=0)
-    return bn.torch_bn_train(x, gamma, beta, eps), mu, var, (x - mu) / np.sqrt(var + eps)
+from goingdeeper.grading import load_reference
+
+batchnorm_forward_train = load_reference("batchnorm").batchnorm_forward_train
 ''',
         COURSE_RULE,
     ),

@@ -279,10 +279,13 @@ TORCH_RULE = "may not use torch"
 WRONG += [
     Wrong(
         "sin_graph",
-        "returns what the package's torch oracle computes",
+        "runs the package's torch oracle on the graph",
         '''
 def sin_graph(x, y):
-    return scalar.sin_graph_torch(x, y)
+    p = scalar.Program((scalar.Step("input", value=0), scalar.Step("input", value=1), scalar.Step("add", (0, 1)),
+                        scalar.Step("sin", (2,))), 2)
+    L, (dL_dx, dL_dy) = scalar.run_torch(p, [x, y])
+    return x + y, L, dL_dx, dL_dx, dL_dy
 ''',
         COURSE_RULE,
     ),

@@ -237,21 +237,22 @@ COURSE_RULE = "may not call, subclass, import, exec or read the source of the co
 WRONG += [
     Wrong(
         "augment",
-        "calls the package's augment",
+        "takes the graders' reference through the package's loader",
         '''
-def augment(x, generator=None, pad=4):
-    return cifar.augment(x, generator, pad=pad)
+from goingdeeper.grading import load_reference
+
+augment = load_reference("degradation").augment
 ''',
         COURSE_RULE,
     ),
     Wrong(
         "lr_at",
-        "takes the schedule from the package",
+        "takes a schedule from the package",
         '''
 def lr_at(iteration, total, base_lr, warmup=False):
-    from goingdeeper.train import step_lr
+    from goingdeeper.train import cosine_lr
 
-    return step_lr(iteration, total, base_lr, warmup)
+    return cosine_lr(iteration, total, base_lr, warmup)
 ''',
         COURSE_RULE,
     ),

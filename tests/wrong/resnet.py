@@ -343,18 +343,18 @@ class PreActBlock(models.PreActBlock):
     ),
     Wrong(
         "conv_cost",
-        "counts with the package's helper",
+        "counts the weights with the package's helper",
         '''
 def conv_output_size(n, k, stride=1, padding=0):
     return (n + 2 * padding - k) // stride + 1
 
 
 def conv_multiplies(h, w, c_in, c_out, k, stride=1, padding=0):
-    return resnet.torch_conv_cost(h, w, c_in, c_out, k, stride, padding)[1]
+    return conv_output_size(h, k, stride, padding) * conv_output_size(w, k, stride, padding) * conv_weights(c_in, c_out, k)
 
 
 def conv_weights(c_in, c_out, k):
-    return k * k * c_in * c_out
+    return resnet.count_parameters(nn.Conv2d(c_in, c_out, k, bias=False))
 ''',
         COURSE_RULE,
     ),

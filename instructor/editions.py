@@ -5,9 +5,9 @@
 the same zip). The folder holds
 
 * ``notebooks/``: the release, byte for byte;
-* ``goingdeeper/``: the helper package without the instructors' modules
-  (:data:`INSTRUCTOR_MODULES`: the course pipeline, nbgrader scratch courses, the loader of the
-  reference implementations, and these build tools);
+* ``goingdeeper/``: the helper package without the instructors' module (:data:`INSTRUCTOR_MODULES`: the loader
+  of the reference implementations); the instructor's room ``instructor/`` (the course pipeline, nbgrader
+  scratch courses, these build tools) and the grader's ``autograder/`` never go in;
 * the set-up files (:data:`SETUP_FILES`), the lab configuration ``jupyter-config/`` and a README for
   students (from ``editions/student/README.md.j2``);
 * ``.student-edition``, which tells ``course.sh`` that the instructors' commands are not available.
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import nbformat
 
-from .course import ROOT, assignments, notebook_problems, release_differences
+from instructor.course import ROOT, assignments, notebook_problems, release_differences
 
 __all__ = [
     "EDITION_NAME",
@@ -46,8 +46,9 @@ __all__ = [
 
 EDITION_NAME = "going-deeper"
 MARKER = ".student-edition"
-#: Modules of ``goingdeeper/`` that only instructors use; the edition leaves them out.
-INSTRUCTOR_MODULES = frozenset({"course.py", "scratch.py", "grading.py", "editions.py", "reader.py"})
+#: Modules of ``goingdeeper/`` that only instructors use; the edition leaves them out. (The rest of the instructor's
+#: code lives in ``instructor/``, which the edition never copies.)
+INSTRUCTOR_MODULES = frozenset({"grading.py"})
 #: Files copied as they are, relative to the course root.
 SETUP_FILES = ("course.sh", "requirements.txt", "environment.yml", "pyproject.toml", "data/README.md")
 #: Text that only instructor material holds: nbgrader's solution and hidden-test markers, and the
@@ -112,7 +113,7 @@ def instructor_material(files: dict[str, bytes]) -> list[str]:
     problems = []
     for name, content in sorted(files.items()):
         parts = Path(name).parts
-        if parts[0] in ("autograder", "solutions", "tests", "benchmarks"):
+        if parts[0] in ("autograder", "instructor", "solutions", "tests", "benchmarks"):
             problems.append(f"{name}: from {parts[0]}/, which is for instructors")
         if parts[0] == "goingdeeper" and len(parts) == 2 and parts[1] in INSTRUCTOR_MODULES:
             problems.append(f"{name}: an instructors' module")

@@ -33,8 +33,8 @@ from typing import Iterable
 
 import nbformat
 
-from .course import ROOT, SOLUTIONS
-from .editions import NotebookInfo, notebook_info, source_version
+from instructor.course import ROOT, SOLUTIONS
+from instructor.editions import NotebookInfo, notebook_info, source_version
 
 __all__ = [
     "DEFAULT_TIMEOUT",

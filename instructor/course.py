@@ -1,6 +1,6 @@
 """The course pipeline: strip, release and check the notebooks.
 
-Run as ``python -m goingdeeper.course COMMAND`` (``bash course.sh`` wraps it):
+Run as ``python -m instructor.course COMMAND`` (``bash course.sh`` wraps it):
 
 * ``strip``   remove outputs, execution counts and widget state from every
   notebook under ``solutions/`` and ``notebooks/``, and normalise their
@@ -12,8 +12,8 @@ Run as ``python -m goingdeeper.course COMMAND`` (``bash course.sh`` wraps it):
   (sources, cell types and ids, nbgrader's metadata and locks) or a committed
   notebook carries outputs, widget state or incomplete metadata.
 
-The reader's edition (``bash course.sh site``) is :mod:`goingdeeper.reader`; the
-student edition (``bash course.sh student-edition``) is :mod:`goingdeeper.editions`.
+The reader's edition (``bash course.sh site``) is :mod:`instructor.reader`; the
+student edition (``bash course.sh student-edition``) is :mod:`instructor.editions`.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def generate_release(assignment: str, out_dir: Path) -> Path:
     under ``out_dir``. The scratch course uses nbgrader's default
     configuration, so the result is what any nbgrader makes of our source.
     """
-    from .scratch import ScratchCourse
+    from instructor.scratch import ScratchCourse
 
     course = ScratchCourse(out_dir / "course")
     course.add_source(assignment)
@@ -282,7 +282,7 @@ def check() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m goingdeeper.course", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m instructor.course", description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["strip", "release", "check"])
     args = parser.parse_args(argv)
     if args.command == "strip":
