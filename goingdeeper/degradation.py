@@ -6,6 +6,7 @@
   function are made beside it (:func:`goingdeeper.checks.beside`), so the same checks work in a notebook and
   in the grading command.
 * **Figures**: :func:`show_images`, :func:`plot_figure6` (the paper's Figure 6 from our histories),
+  :func:`plot_depth_costs` (a short run's evidence: what depth costs plain and residual networks),
   :func:`plot_grad_norms_over_training`, :func:`plot_confusion`.
 * **Results**: :func:`shipped_results` reads the histories shipped with the course (real runs, with their
   provenance), if any.
@@ -32,8 +33,10 @@ __all__ = [
     "check_lr_at",
     "check_train_step",
     "confusion",
+    "depth_costs",
     "notebook_data",
     "plot_confusion",
+    "plot_depth_costs",
     "plot_figure6",
     "plot_grad_norms_over_training",
     "shipped_results",
@@ -507,9 +510,10 @@ def plot_figure6(histories: Sequence[Any], *, title: str = "") -> Any:
                 continue
             colour, label = STYLE.get(h.model, ("black", h.model))
             epochs = [r["epoch"] for r in h.records]
-            ax.plot(epochs, [100 * r["train_error"] for r in h.records], "--", color=colour, lw=1.2,
+            dot = "o" if len(epochs) <= 3 else None  # a run of one or two epochs is a point, not a curve
+            ax.plot(epochs, [100 * r["train_error"] for r in h.records], "--", color=colour, lw=1.2, marker=dot,
                     label=f"{label}, training")
-            ax.plot(epochs, [100 * r["test_error"] for r in h.records], "-", color=colour, lw=2.4,
+            ax.plot(epochs, [100 * r["test_error"] for r in h.records], "-", color=colour, lw=2.4, marker=dot,
                     label=f"{label}, test")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -517,6 +521,46 @@ def plot_figure6(histories: Sequence[Any], *, title: str = "") -> Any:
         ax.legend(fontsize=9)
     axes[0].set_ylabel("error (%)")
     fig.suptitle(title or "CIFAR-10: training (dashed) and test (bold) error")
+    fig.tight_layout()
+    return fig
+
+
+def depth_costs(histories: Sequence[Any], shallow: int = 20, deep: int = 56, key: str = "train_error"
+                ) -> dict[str, float]:
+    """What depth costs each kind of network: ``key`` (final training error by default) of the deep network
+    minus the shallow one's, in percentage points, for "plain" and "residual" (those with both runs)."""
+    final = {h.model: 100 * h.final[key] for h in histories}
+    costs = {}
+    for kind, prefix in (("plain", "plain"), ("residual", "resnet")):
+        a, b = final.get(f"{prefix}{shallow}"), final.get(f"{prefix}{deep}")
+        if a is not None and b is not None:
+            costs[kind] = b - a
+    return costs
+
+
+def plot_depth_costs(histories: Sequence[Any], *, shallow: int = 20, deep: int = 56, title: str = "") -> Any:
+    """The evidence of a short run, as a difference of differences: final training error of the shallow and the
+    deep network, plain and residual side by side, each pair's difference written above it."""
+    import matplotlib.pyplot as plt
+
+    final = {h.model: 100 * h.final["train_error"] for h in histories}
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    costs = depth_costs(histories, shallow, deep)
+    for i, (kind, prefix) in enumerate((("plain", "plain"), ("residual", "resnet"))):
+        values = [final.get(f"{prefix}{d}") for d in (shallow, deep)]
+        if None in values:
+            continue
+        colours = [STYLE.get(f"{prefix}{d}", ("0.5", ""))[0] for d in (shallow, deep)]
+        ax.bar([3 * i, 3 * i + 1], values, color=colours, width=0.9)
+        for x, v, d in zip((3 * i, 3 * i + 1), values, (shallow, deep)):
+            ax.text(x, v + 0.8, f"{v:.1f}", ha="center", fontsize=9)
+            ax.text(x, 1.0, f"{d}", ha="center", color="white", fontsize=10, fontweight="bold")
+        ax.annotate(f"depth costs {costs[kind]:+.1f} points", (3 * i + 0.5, max(values) + 5), ha="center",
+                    fontsize=10)
+    ax.set_xticks([0.5, 3.5], ["plain", "residual"])
+    ax.set_ylabel("final training error (%)")
+    ax.set_ylim(0, max(final.values(), default=1) + 12)
+    ax.set_title(title or f"what going from {shallow} to {deep} layers costs")
     fig.tight_layout()
     return fig
 

@@ -38,6 +38,8 @@ __all__ = [
     "check_block",
     "check_conv_cost",
     "check_grad_norms",
+    "check_gradient_correlation",
+    "check_gradient_correlation_on",
     "check_lecture_1x1",
     "check_network",
     "check_zero_gamma",
@@ -47,17 +49,21 @@ __all__ = [
     "conditioning",
     "expected",
     "fit_identity",
+    "first_steps",
     "first_to_last_ratios",
     "load_cases",
     "make_case",
     "meta_device",
     "make_grad_case",
     "make_network_case",
+    "plot_first_steps",
     "plot_grad_norms",
+    "plot_gradient_correlation",
     "plot_identity",
     "reference_or_none",
     "save_cases",
     "stage_shapes",
+    "synthetic_images",
 ]
 
 CASES_PATH = Path(__file__).resolve().parent / "data" / "resnet_cases.npz"
@@ -810,13 +816,19 @@ def count_macs(model: Any, multiplies: Callable[..., int], size: int = 224) -> i
 
 
 # -- the identity experiment -------------------------------------------------------------------------------
-def identity_branch(width: int, seed: int) -> Any:
+def identity_branch(width: int, seed: int, batchnorm: bool = False) -> Any:
     """Linear(width, 2 width) - ReLU - Linear(2 width, width): one such layer pair *can* be the identity
-    (W2 [I, -I] relu([I; -I] x) = x), so a stack of them can represent it exactly."""
+    (W2 [I, -I] relu([I; -I] x) = x), so a stack of them can represent it exactly. With ``batchnorm``, a
+    BatchNorm1d after each Linear (for inputs of zero mean and unit variance, such as the experiment's, the pair
+    can still be the identity)."""
     import torch
 
     torch.manual_seed(seed)
-    return torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.ReLU(), torch.nn.Linear(2 * width, width))
+    if not batchnorm:
+        return torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.ReLU(),
+                                   torch.nn.Linear(2 * width, width))
+    return torch.nn.Sequential(torch.nn.Linear(width, 2 * width), torch.nn.BatchNorm1d(2 * width), torch.nn.ReLU(),
+                               torch.nn.Linear(2 * width, width), torch.nn.BatchNorm1d(width))
 
 
 def fit_identity(model: Any, *, width: int, steps: int = 300, batch: int = 128, lr: float = 1e-3,
@@ -881,6 +893,56 @@ def plot_identity(curves: dict[str, list[float]], *, before: Sequence[float] | N
     return fig
 
 
+# -- zero-gamma: a deep ResNet's first steps ----------------------------------------------------------
+def synthetic_images(n: int, seed: int = 0, noise: float = 0.8) -> tuple[Any, Any]:
+    """A learnable 10-class task in CIFAR's shape, for experiments that need no data: x (n, 3, 32, 32) float32, one
+    coarse random colour pattern per class (4x4 cells of 8x8 pixels, values in -1..1) plus Gaussian noise of
+    standard deviation ``noise``; y (n,) int64 labels. The patterns depend on nothing but the fixed seed 0, the
+    draw of images and labels on ``seed``."""
+    import torch
+
+    patterns = torch.rand(10, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    patterns = patterns.repeat_interleave(8, 2).repeat_interleave(8, 3) * 2 - 1
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return patterns[y] + noise * torch.randn(n, 3, 32, 32, generator=g), y
+
+
+def first_steps(model: Any, *, steps: int = 48, batch: int = 32, lr: float = 0.1, seed: int = 0) -> list[float]:
+    """The loss of each of ``model``'s first ``steps`` SGD steps from its initialisation (momentum 0.9, weight decay
+    1e-4, the paper's lr 0.1 from the first step: no warm-up) on :func:`synthetic_images`, a fresh batch each step."""
+    import torch
+    import torch.nn.functional as F
+
+    x, y = synthetic_images(steps * batch, seed=seed)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    model.train()
+    losses = []
+    for i in range(steps):
+        loss = F.cross_entropy(model(x[i * batch:(i + 1) * batch]), y[i * batch:(i + 1) * batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def plot_first_steps(curves: dict[str, Sequence[float]], title: str = "") -> Any:
+    """Loss against step for each run of :func:`first_steps` (log axis), with ln 10 (a uniform guess) marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, losses in curves.items():
+        ax.semilogy(np.arange(1, len(losses) + 1), losses, marker=".", label=label)
+    ax.axhline(math.log(10), color="0.6", lw=0.8, ls="--", label="ln 10: a uniform guess")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("cross-entropy loss")
+    ax.set_title(title or "the first steps at lr 0.1, without warm-up")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # -- gradient flow -----------------------------------------------------------------------------------------
 def first_to_last_ratios(measure: Callable[..., Sequence[float]], build: Callable[[int], Any],
                          depths: Sequence[int], *, batch: int = 8, seed: int = 0) -> np.ndarray:
@@ -927,6 +989,127 @@ def plot_grad_norms(depths: Sequence[int], curves: dict[str, np.ndarray], *, fit
     ax.set_title(title or "gradient at the first block relative to the last, at initialisation")
     ax.legend(fontsize=9)
     return ax
+
+
+# -- shattered gradients -----------------------------------------------------------------------------------
+def _antipodal_linear(d: int) -> Any:
+    """Flatten, then a bias-free Linear(d, 10) whose logits are (s, -s, 0, ..., 0) with s = u . x: for label 2,
+    dL/dx = (p_0 - p_1) u, whose sign is the sign of s. So the gradients at x and at c x (c a number) point the
+    same way for c > 0 and opposite ways for c < 0: cosine +1 or -1 exactly, with no second implementation."""
+    import torch
+
+    g = torch.Generator().manual_seed(7)
+    u = torch.randn(d, generator=g, dtype=torch.float64)
+    linear = torch.nn.Linear(d, 10, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        linear.weight.zero_()
+        linear.weight[0] = u
+        linear.weight[1] = -u
+    return torch.nn.Sequential(torch.nn.Flatten(), linear)
+
+
+def check_gradient_correlation(measure: Callable[..., Any]) -> None:
+    """What ``measure(model, x, x_near, y)`` must give where the answer is known without computing it: 1 when
+    x_near is x; on a model whose gradients at x and c x are parallel (c > 0) or opposite (c < 0), the average of
+    the per-image signs; a float; x, x_near and the model's mode left as they were."""
+    __tracebackhide__ = True
+    import torch
+
+    x = torch.randn(4, 3, 2, 2, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    y = torch.full((4,), 2)
+    model = beside(measure, _antipodal_linear, 12)
+    for factors, want, says in (((-1.0, -1.0, -1.0, -1.0), -1.0, "every image's x_near is -x, whose gradient is "
+                                                                  "the opposite of x's"),
+                                ((2.0, 0.5, 3.0, 1.0), 1.0, "every image's x_near is a positive multiple of x, whose "
+                                                            "gradient points the same way"),
+                                ((-1.0, -2.0, 2.0, 3.0), 0.0, "two images' gradients are opposite (-1) and two "
+                                                              "parallel (+1): their average is 0")):
+        x_near = x * torch.tensor(factors, dtype=torch.float64).view(-1, 1, 1, 1)
+        keep = (x.clone(), x_near.clone())
+        got = call(measure, model, x, x_near, y, name="gradient_correlation")
+        expect_true(isinstance(got, float) or (hasattr(got, "ndim") and got.ndim == 0 and not isinstance(got, bool)),
+                    f"gradient_correlation should return one number (a float), not {type(got).__name__}.")
+        got = float(got)
+        if abs(got - want) > 1e-6:
+            if abs(got - 1.0) < 1e-6:
+                hint = (" It gives 1 where the gradients are opposite: as if it compared x's gradient with itself "
+                        "(the second gradient is at x_near), or dropped the cosine's sign.")
+            elif abs(got) > 1 + 1e-6:
+                hint = " A cosine lies between -1 and 1: divide the dot product by both norms."
+            else:
+                hint = (" One cosine over the whole batch mixes the images: take the cosine image by image "
+                        "(F.cosine_similarity over the flattened pixels of each image), then the mean.")
+            raise CheckFailed(f"gradient_correlation is {got:.6g} where it should be {want:g}: {says}.{hint}")
+        expect_true(torch.equal(x, keep[0]) and torch.equal(x_near, keep[1]),
+                    "gradient_correlation changed x or x_near in place: work on copies (x.detach().clone()).")
+    from . import models
+
+    net = beside(measure, models.cifar_net, 8, residual=False)
+    net.train()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(9))
+    same = float(call(measure, net, x, x.clone(), torch.arange(4), name="gradient_correlation"))
+    expect_true(abs(same - 1.0) < 1e-5, f"with x_near equal to x the gradients are equal, so the correlation "
+                                        f"should be 1; it is {same:.6g}.")
+    expect_true(net.training, "gradient_correlation left the network in eval mode: measure it in the mode it is in.")
+
+
+def check_gradient_correlation_on(measure: Callable[..., Any], reference: Callable[..., float], depth: int,
+                                  residual: bool, seed: int) -> None:
+    """``measure`` on a seeded CIFAR network (with BN, training mode) and a batch with a nearby batch (x plus 10 %
+    noise), against ``reference`` on a float64 copy. Tolerance 1e-4: on these shallow networks the float32 answer
+    and the float64 reference differ by < 1e-7 (measured on two CPU capabilities; tests/test_resnet.py asserts
+    < 1e-5), while one forward pass of both batches moves the correlation by > 3e-4 (a whole-batch cosine can
+    come closer; check_gradient_correlation's closed-form cases catch it)."""
+    __tracebackhide__ = True
+    import copy
+
+    import torch
+
+    from . import models
+
+    torch.manual_seed(seed)
+    mine = models.cifar_net(depth, residual=residual).train()
+    state = {k: v.clone() for k, v in mine.state_dict().items()}
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    x_near = x + 0.1 * torch.randn(x.shape, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+
+    def ref(**switch: bool) -> float:
+        return reference(copy.deepcopy(mine).double(), x.double(), x_near.double(), y, **switch)
+
+    want, variants = ref(), {"one_pass": ref(one_pass=True), "whole_batch": ref(whole_batch=True)}
+    what = f"{'residual' if residual else 'plain'}-{depth} (hidden test)"
+    model = beside(measure, models.cifar_net, depth, residual=residual)
+    call(model.load_state_dict, state, name="load_state_dict")
+    call(model.train, name="train")
+    got = float(call(measure, model, x.clone(), x_near.clone(), y.clone(), name="gradient_correlation"))
+    if abs(got - want) <= 1e-4:
+        return
+    hint = ""
+    if abs(got - variants["one_pass"]) <= 1e-4:
+        hint = (" That is what one forward pass of both batches gives: in training mode BN then normalizes them "
+                "together. Send x and x_near through the network separately.")
+    elif abs(got - variants["whole_batch"]) <= 1e-4:
+        hint = " That is one cosine over the whole batch: take one per image, then their mean."
+    raise CheckFailed(f"gradient_correlation on {what} is {got:.6g}; expected {want:.6g}.{hint}")
+
+
+def plot_gradient_correlation(depths: Sequence[int], curves: dict[str, Sequence[float]], title: str = "") -> Any:
+    """The correlation of dL/dx between nearby inputs against depth, one curve per kind of network."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for label, values in curves.items():
+        ax.plot(depths, values, marker="o", label=label)
+    ax.axhline(0.0, color="0.6", lw=0.8, ls="--")
+    ax.set_xlabel("depth (layers)")
+    ax.set_ylabel("cosine of dL/dx at x and at x + noise")
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_title(title or "shattered gradients: how alike the gradients at two nearby inputs are, at initialisation")
+    ax.legend(fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 # -- the lost figures: block diagrams -------------------------------------------------------------------

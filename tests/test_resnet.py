@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sys
@@ -180,3 +181,52 @@ def test_figures_draw():
     assert len(fig.axes) == 2
     ax = resnet.plot_grad_norms([8, 20], {"x": np.array([1.0, 2.0])})  # 3 and 9 blocks: 2 = rate ** 6
     assert "1.122 per block" in ax.get_legend().get_texts()[0].get_text()
+
+
+def test_the_hidden_gradient_correlation_cases_are_well_conditioned_and_tell_the_mistakes_apart():
+    """check_gradient_correlation_on's tolerance (1e-4): the float32 answer is far inside it, the usual mistakes
+    far outside, on the hidden tests' networks."""
+    import copy
+
+    for depth, residual, seed in [(8, False, 1201), (8, True, 1202), (14, True, 1203)]:
+        torch.manual_seed(seed)
+        net = models.cifar_net(depth, residual=residual).train()
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(8, 3, 32, 32, generator=g)
+        x_near = x + 0.1 * torch.randn(x.shape, generator=g)
+        y = torch.randint(0, 10, (8,), generator=g)
+
+        def run(dtype, **switch):
+            return ref.gradient_correlation(copy.deepcopy(net).to(dtype), x.to(dtype), x_near.to(dtype), y, **switch)
+
+        want = run(torch.float64)
+        assert abs(run(torch.float32) - want) < 1e-5, (depth, residual)
+        assert abs(run(torch.float64, one_pass=True) - want) > 3e-4, (depth, residual)
+        resnet.check_gradient_correlation_on(ref.gradient_correlation, ref.gradient_correlation, depth, residual, seed)
+    resnet.check_gradient_correlation(ref.gradient_correlation)
+    # One cosine over the whole batch can land within the tolerance here (5.6e-5 off on ResNet-8): the visible
+    # check's closed-form cases catch it.
+    with pytest.raises(CheckFailed, match="whole batch"):
+        resnet.check_gradient_correlation(functools.partial(ref.gradient_correlation, whole_batch=True))
+
+
+def test_zero_gamma_starts_a_deep_resnet_at_a_uniform_guess_and_shattering_shows_with_depth():
+    torch.manual_seed(0)
+    net = models.cifar_net(20)
+    for block in resnet._blocks_of(net):
+        torch.nn.init.zeros_(block.bn2.weight)
+    x, y = resnet.synthetic_images(8, seed=1)
+    with torch.no_grad():
+        logits = net.train()(x)
+    # Every block is the identity (or its option A shortcut): the logits are the classifier's on pooled features.
+    losses = resnet.first_steps(net, steps=3, batch=8)
+    assert len(losses) == 3 and abs(losses[0] - float(torch.nn.functional.cross_entropy(logits, y))) < 0.5
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(8, 3, 32, 32, generator=g)
+    x_near = x + 0.01 * torch.randn(x.shape, generator=g)
+    y = torch.randint(0, 10, (8,), generator=g)
+    corr = {}
+    for residual in (False, True):
+        torch.manual_seed(0)
+        corr[residual] = ref.gradient_correlation(models.cifar_net(32, residual=residual).train(), x, x_near, y)
+    assert corr[True] > 0.6 and corr[False] < 0.3, corr  # plain-32 shattered, ResNet-32 not

@@ -276,6 +276,26 @@ def block_input_grad_norms(model: nn.Module, blocks: list[nn.Module], x: torch.T
     return [float(g.norm()) for g in grads]
 
 
+# gradient_correlation
+def gradient_correlation(model: nn.Module, x: torch.Tensor, x_near: torch.Tensor, y: torch.Tensor, *,
+                         one_pass: bool = False, whole_batch: bool = False) -> float:
+    """The cosine similarity of dL/dx at x and at x_near, image by image, averaged over the batch; L the summed
+    cross-entropy against y, each batch through its own forward pass. The switches commit the usual mistakes:
+    ``one_pass`` sends both batches through one forward pass (in training mode BN normalizes them together),
+    ``whole_batch`` takes one cosine over the whole flattened batches."""
+    if one_pass:
+        both = torch.cat([x, x_near]).requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(both), torch.cat([y, y]), reduction="sum"), both)
+        g, g_near = g[:len(x)], g[len(x):]
+    else:
+        a, b = x.detach().clone().requires_grad_(True), x_near.detach().clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(F.cross_entropy(model(a), y, reduction="sum"), a)
+        (g_near,) = torch.autograd.grad(F.cross_entropy(model(b), y, reduction="sum"), b)
+    if whole_batch:
+        return float(F.cosine_similarity(g.flatten(), g_near.flatten(), dim=0))
+    return float(F.cosine_similarity(g.flatten(1), g_near.flatten(1), dim=1).mean())
+
+
 # The visible tests' cases ------------------------------------------------------------------------------
 def build_cases() -> dict:
     """Every case the notebook's visible tests load from goingdeeper/data/resnet_cases.npz, made afresh.

@@ -409,3 +409,42 @@ WRONG += [
         return F.relu(out)
 ''', "ReLU before BN"),
 ]
+
+# Shattered gradients (issue 18): the usual mistakes in measuring the correlation of gradients at nearby inputs.
+_CORRELATION = '''
+def gradient_correlation(model, x, x_near, y):
+    grads = []
+    for inputs in (x, x_near):
+        inputs = inputs.detach().clone().requires_grad_(True)
+        loss = F.cross_entropy(model(inputs), y, reduction="sum")
+        grads.append(torch.autograd.grad(loss, inputs)[0].flatten(1))
+    return float(F.cosine_similarity(grads[0], grads[1], dim=1).mean())
+'''
+WRONG += [
+    Wrong("gradient_correlation", "takes one cosine over the whole batch",
+          _CORRELATION.replace("F.cosine_similarity(grads[0], grads[1], dim=1).mean()",
+                               "F.cosine_similarity(grads[0].flatten(), grads[1].flatten(), dim=0)"),
+          "One cosine over the whole batch mixes the images"),
+    Wrong("gradient_correlation", "compares x's gradient with itself", _CORRELATION.replace(
+        "for inputs in (x, x_near):", "for inputs in (x, x):"), "as if it compared x's gradient with itself"),
+    Wrong("gradient_correlation", "sends both batches through one forward pass", '''
+def gradient_correlation(model, x, x_near, y):
+    both = torch.cat([x, x_near]).detach().requires_grad_(True)
+    loss = F.cross_entropy(model(both), torch.cat([y, y]), reduction="sum")
+    g = torch.autograd.grad(loss, both)[0].flatten(1)
+    return float(F.cosine_similarity(g[:len(x)], g[len(x):], dim=1).mean())
+''', "normalizes them together"),
+    Wrong("gradient_correlation", "averages the absolute cosines", _CORRELATION.replace(
+        "dim=1).mean()", "dim=1).abs().mean()"), "dropped the cosine's sign"),
+]
+RIGHT += [
+    Right("gradient_correlation", "the mean loss and loss.backward() on inputs that require grad", '''
+def gradient_correlation(model, x, x_near, y):
+    a = x.detach().clone().requires_grad_(True)
+    F.cross_entropy(model(a), y).backward()
+    b = x_near.detach().clone().requires_grad_(True)
+    F.cross_entropy(model(b), y).backward()
+    cosines = F.cosine_similarity(a.grad.reshape(len(x), -1), b.grad.reshape(len(x), -1), dim=1)
+    return cosines.mean().item()
+'''),
+]
