@@ -66,7 +66,8 @@ from goingdeeper.models import build
 
 __all__ = [
     "Config", "History", "HookMissing", "PRESETS", "SCHEDULES", "constant_lr", "cosine_lr", "device_name", "fit",
-    "load_histories", "native_bf16", "onecycle_lr", "pick_device", "preset", "save_histories", "state_hash",
+    "load_histories", "native_bf16", "onecycle_lr", "pick_device", "preset", "run_folder", "runs_dir",
+    "save_histories", "state_hash",
 ]
 
 FORMAT = "goingdeeper.train/1"
@@ -443,6 +444,45 @@ def _load_checkpoint(path: Path, config: Config) -> dict[str, Any]:
 
 def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
+
+
+def run_folder(root: str | os.PathLike[str], config: Config, data: cifar.CIFAR10, *pieces: Any) -> Path:
+    """Where a run's checkpoint is kept so that running a notebook again does not train it again:
+    ``root/<model>-<key>``, the key a hash of everything that decides the run's result: the config (but the
+    settings that only change its speed), the data (its sizes and a sample of its images) and the source of each
+    piece (a function's code, as ``inspect`` finds it; ``repr`` where it cannot). Change any of them, a line of
+    your train_step included, and the run gets a new folder: it trains afresh."""
+    import inspect
+
+    digest = hashlib.sha256()
+    settings = {k: _plain(v) for k, v in config.to_dict().items() if k not in _SPEED_ONLY}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(repr((tuple(data.train_x.shape), tuple(data.test_x.shape))).encode())
+    for images in (data.train_x[:256], data.test_x[:256], data.train_y[:256]):
+        digest.update(images.detach().cpu().contiguous().numpy().tobytes())
+    for piece in pieces:
+        try:
+            digest.update(inspect.getsource(piece).encode())
+        except (OSError, TypeError):
+            digest.update(repr(piece).encode())
+    return Path(root) / f"{config.model}-{digest.hexdigest()[:16]}"
+
+
+def runs_dir() -> Path:
+    """Where notebook 05 keeps its runs: ``runs/`` in the data folder (:func:`goingdeeper.cifar.data_dir`) where
+    it can write there, else ``runs/`` in ``$XDG_CACHE_HOME/goingdeeper`` (``~/.cache/goingdeeper``)."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "goingdeeper" / "runs"
+    for folder in (cifar.data_dir() / "runs", cache):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / f".writable-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+            return folder
+        except OSError:
+            continue
+    raise RuntimeError(f"No folder to keep the runs in: neither {cifar.data_dir() / 'runs'} nor {cache} can be "
+                       f"written. Point {cifar.ENV_VAR} at a folder you can write to.")
 
 
 # -- the loop -------------------------------------------------------------------------------------

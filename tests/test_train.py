@@ -343,3 +343,40 @@ def test_torchrun_with_two_cpu_processes_ends_with_identical_weights(tmp_path):
     net.load_state_dict(torch.load(tmp_path / "ck" / "resnet8.pt", weights_only=False)["model"])
     assert train.state_hash(net) == hashes[0]
     assert h.final["iteration"] == 4 and h.final["test_images"] == 40  # 300 // 128 = 2 steps an epoch
+
+
+def test_a_saved_run_is_loaded_not_retrained_and_a_changed_piece_trains_afresh(tmp_path):
+    data, config = tiny_data(), tiny_config(epochs=2)
+    hooks = REF.hooks(config)
+    folder = train.run_folder(tmp_path, config, data, *hooks.values())
+    assert folder.parent == tmp_path and folder.name.startswith("resnet8-")
+    first = fit(config, data, checkpoint_dir=folder, resume=True)
+    steps = []
+
+    def counted(model, optimizer, x, y):
+        steps.append(1)
+        return REF.train_step(model, optimizer, x, y)
+
+    net = train.build("resnet8")
+    again = train.fit(config, data, model=net, **{**hooks, "train_step": counted}, checkpoint_dir=folder, resume=True,
+                      progress=False)
+    assert steps == [] and again.records == first.records  # loaded, not trained
+    assert again.provenance["resumed_from_epoch"] == 2 and train.state_hash(net) == first.provenance["state_sha256"]
+    # What decides the result changes the folder; what only changes the speed does not.
+    assert train.run_folder(tmp_path, tiny_config(epochs=2, threads=1), data, *hooks.values()) == folder
+    assert train.run_folder(tmp_path, tiny_config(epochs=3), data, *hooks.values()) != folder
+    assert train.run_folder(tmp_path, config, tiny_data(seed=1), *hooks.values()) != folder
+    changed = dict(hooks, train_step=counted)
+    assert train.run_folder(tmp_path, config, data, *changed.values()) != folder
+
+
+def test_runs_go_to_the_data_folder_or_the_users_cache_where_it_cannot_be_written(tmp_path, monkeypatch):
+    monkeypatch.setenv(cifar.ENV_VAR, str(tmp_path / "data"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "data").mkdir()
+    assert train.runs_dir() == tmp_path / "data" / "runs"
+    # A data folder where runs/ cannot be made (here a file stands in its way: unlike a read-only folder, that
+    # holds for root too): the user's cache.
+    (tmp_path / "data" / "runs").rmdir()
+    (tmp_path / "data" / "runs").write_text("not a folder")
+    assert train.runs_dir() == tmp_path / "cache" / "goingdeeper" / "runs"
