@@ -610,8 +610,9 @@ CASES += [
 
 # -- notebook 04: PyTorch modules across the wire --------------------------------------------------
 RESNET = "04_resnet"
-RESNET_FULL = 24.0  # residual_blanks 1, residual_wrapper 2, conv_cost 2, lecture_1x1 1, shortcut_a 1, basic_block 3,
-# bottleneck 3, preact_block 2, imagenet_family 3, imagenet_macs 2, cifar_family 2, block_grad_norms 2
+RESNET_FULL = 25.0  # residual_blanks 1, residual_wrapper 2, conv_cost 2, lecture_1x1 1, shortcut_a 1, basic_block 3,
+# bottleneck 3, preact_block 2, imagenet_family 3, imagenet_macs 2, cifar_family 2, block_grad_norms 2,
+# gradient_correlation 1
 
 # Replays the outputs the visible test expects and forces the input's gradient with a hook. The package holds
 # only the cases' inputs; their outputs come from the course's reference, which the student's process cannot
