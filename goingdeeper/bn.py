@@ -5,7 +5,7 @@ feature over the batch axis, the *biased* batch variance
 ``sigma_B^2 = 1/m * sum (x_i - mu_B)^2`` in training, ``eps`` inside the square
 root. PyTorch normalizes with the same biased variance, but updates its
 running variance with the *unbiased* one (``m / (m - 1)`` times larger); :func:`check_running` compares with
-it. The torch oracles are locals of the checks: no public function returns what an answer returns.
+it. The torch oracles are locals of the checks: no check's oracle is importable.
 """
 
 from __future__ import annotations

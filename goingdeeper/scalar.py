@@ -169,7 +169,7 @@ def run_torch(program: Program, inputs: Sequence[float]) -> tuple[float, list[fl
 def check_sin_graph(sin_graph: Callable, cases: Sequence[tuple[float, float]]) -> None:
     """``sin_graph(x, y) -> (z, L, dL_dz, dL_dx, dL_dy)`` for z = x + y, L = sin(z), at each (x, y) of ``cases``,
     against torch autograd in float64 (computed here, before the student's code runs; the oracle is local to this
-    check, so nothing the student can import returns the answer)."""
+    check: no check's oracle is importable)."""
     __tracebackhide__ = True
     import torch
 
@@ -190,28 +190,6 @@ def check_sin_graph(sin_graph: Callable, cases: Sequence[tuple[float, float]]) -
                  f"dL/dy = dL/dz * dz/dy {where}")
         for name, g, w, hint in zip(names, got, want, hints):
             expect_close(g, w, name, hint=hint)
-
-
-def _lecture_values(x: float, y: float, z: float) -> dict[str, float]:
-    """The lecture's f = (x + y) z in torch (float64): what the three lecture checks compare with."""
-    import torch
-
-    def leaf(v: float) -> Any:
-        return torch.tensor(float(v), dtype=torch.float64, requires_grad=True)
-
-    xt, yt, zt = leaf(x), leaf(y), leaf(z)
-    qt = xt + yt
-    qt.retain_grad()
-    ft = qt * zt
-    ft.backward()
-    # Local gradients: each node on its own, with fresh leaves for its inputs.
-    q_leaf, z_leaf = leaf(qt.item()), leaf(z)
-    (q_leaf * z_leaf).backward()
-    x_leaf, y_leaf = leaf(x), leaf(y)
-    (x_leaf + y_leaf).backward()
-    return {"q": qt.item(), "f": ft.item(), "df_dq": q_leaf.grad.item(), "df_dz": z_leaf.grad.item(),
-            "dq_dx": x_leaf.grad.item(), "dq_dy": y_leaf.grad.item(), "df_dx": xt.grad.item(),
-            "df_dy": yt.grad.item(), "df_dz_total": zt.grad.item()}
 
 
 #: What each lecture check compares: (the student's names, the keys of the torch values, the hints). The values
@@ -236,6 +214,28 @@ def check_lecture(fn: Callable, which: str, cases: Sequence[tuple[float, float, 
     against torch autograd in float64 on f = (x + y) z (computed before the student's code runs), without
     printing the values."""
     __tracebackhide__ = True
+
+    def _lecture_values(x: float, y: float, z: float) -> dict[str, float]:
+        """The lecture's f = (x + y) z in torch (float64): what the three lecture checks compare with."""
+        import torch
+
+        def leaf(v: float) -> Any:
+            return torch.tensor(float(v), dtype=torch.float64, requires_grad=True)
+
+        xt, yt, zt = leaf(x), leaf(y), leaf(z)
+        qt = xt + yt
+        qt.retain_grad()
+        ft = qt * zt
+        ft.backward()
+        # Local gradients: each node on its own, with fresh leaves for its inputs.
+        q_leaf, z_leaf = leaf(qt.item()), leaf(z)
+        (q_leaf * z_leaf).backward()
+        x_leaf, y_leaf = leaf(x), leaf(y)
+        (x_leaf + y_leaf).backward()
+        return {"q": qt.item(), "f": ft.item(), "df_dq": q_leaf.grad.item(), "df_dz": z_leaf.grad.item(),
+                "dq_dx": x_leaf.grad.item(), "dq_dy": y_leaf.grad.item(), "df_dx": xt.grad.item(),
+                "df_dy": yt.grad.item(), "df_dz_total": zt.grad.item()}
+
     names, keys, hints = _LECTURE[which]
     for args in cases:
         want = _lecture_values(*args)

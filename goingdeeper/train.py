@@ -87,12 +87,14 @@ class Config:
     nesterov: bool = False
     weight_decay: float = 1e-4
     schedule: str = "step"  # step | onecycle | cosine | constant
-    milestones: tuple[float, ...] = (0.5, 0.75)  # step: fractions of the run where lr is divided by 10
+    # step: fractions of the run where lr is divided by 10. Read by the instructor's reference lr_at; a notebook's
+    # lr_at hook has the paper's (0.5, 0.75) written in it and decides for itself.
+    milestones: tuple[float, ...] = (0.5, 0.75)
     pct_start: float = 0.3  # onecycle: the fraction of the run spent raising lr
     warmup: bool = False  # lr / 10 until the training error is below warmup_error (the paper's ResNet-110)
     warmup_error: float = 0.8
     warmup_max_iterations: int = 1000  # the cap: warm-up ends here even if the error is still high
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # read by the instructor's reference train_step; a notebook's hook ignores it
     augment: bool = True  # pad 4, random crop, random flip
     n_train: int | None = None  # a class-balanced subset of the training images (None: all)
     n_test: int | None = None  # a class-balanced subset of the test images (None: all)
@@ -266,8 +268,9 @@ def _needed_hooks(config: Config, hooks: dict[str, Any]) -> None:
         why = {"augment": "Config.augment is on", "lr_at": "the step schedule is notebook 05's lr_at",
                "grad_norms": "Config.grad_norms_at asks for gradient norms"}
         reasons = "; ".join(f"{m}: {why[m]}" for m in missing if m in why)
+        yours = {"grad_norms": "conv_grad_norms"}  # notebook 05's name for it
         raise HookMissing(
-            f"fit needs your {', '.join(missing)} (pass {', '.join(f'{m}={m}' for m in missing)}"
+            f"fit needs your {', '.join(missing)} (pass {', '.join(f'{m}={yours.get(m, m)}' for m in missing)}"
             f"{'; ' + reasons if reasons else ''}). The package has no training pieces of its own: they are "
             "notebook 05's exercises.")
 
@@ -438,7 +441,8 @@ def _load_checkpoint(path: Path, config: Config) -> dict[str, Any]:
     if differ:
         what = ", ".join(f"{k}: {saved.get(k)!r} there, {ours[k]!r} now" for k in differ)
         raise RuntimeError(f"The checkpoint {path} is of a different run ({what}). Resume with the same settings, "
-                           "or delete the checkpoint (or choose another --checkpoint-dir) to start afresh.")
+                           "or delete the checkpoint (on the command line: or choose another --checkpoint-dir) to "
+                           "start afresh.")
     return ckpt
 
 
@@ -446,33 +450,53 @@ def _plain(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def run_folder(root: str | os.PathLike[str], config: Config, data: cifar.CIFAR10, *pieces: Any) -> Path:
+def run_folder(root: str | os.PathLike[str], config: Config, data: cifar.CIFAR10, *pieces: Any,
+               device: str | torch.device | None = None) -> Path:
     """Where a run's checkpoint is kept so that running a notebook again does not train it again:
-    ``root/<model>-<key>``, the key a hash of everything that decides the run's result: the config (but the
-    settings that only change its speed), the data (its sizes and a sample of its images) and the source of each
-    piece (a function's code, as ``inspect`` finds it; ``repr`` where it cannot). Change any of them, a line of
-    your train_step included, and the run gets a new folder: it trains afresh."""
+    ``root/<model>-<key>``, the key a hash of what decides the run's result: the config (but the settings that
+    only change its speed), the data (its sizes and a sample of its images), the device's kind and whether it
+    runs bf16, and the source of each piece (a function's own code, as ``inspect`` finds it; a
+    ``functools.partial``'s function and arguments). Change any of them, a line of your train_step included,
+    and the run gets a new folder: it trains afresh. (A change inside a helper that a piece calls is not seen:
+    delete the folder, or train with ``resume=False``.)"""
     import inspect
 
+    def source(piece: Any) -> str:
+        if isinstance(piece, functools.partial):
+            return source(piece.func) + repr((piece.args, sorted(piece.keywords.items())))
+        try:
+            return inspect.getsource(piece)
+        except (OSError, TypeError):
+            return "None" if piece is None else f"{type(piece).__module__}.{type(piece).__qualname__}"
+
+    dev = pick_device(str(device) if device is not None else None)
+    amp = native_bf16(dev) if config.amp is None else bool(config.amp)
     digest = hashlib.sha256()
     settings = {k: _plain(v) for k, v in config.to_dict().items() if k not in _SPEED_ONLY}
-    digest.update(json.dumps(settings, sort_keys=True).encode())
+    digest.update(json.dumps({**settings, "device": dev.type, "bf16": amp}, sort_keys=True).encode())
     digest.update(repr((tuple(data.train_x.shape), tuple(data.test_x.shape))).encode())
     for images in (data.train_x[:256], data.test_x[:256], data.train_y[:256]):
         digest.update(images.detach().cpu().contiguous().numpy().tobytes())
     for piece in pieces:
-        try:
-            digest.update(inspect.getsource(piece).encode())
-        except (OSError, TypeError):
-            digest.update(repr(piece).encode())
+        digest.update(source(piece).encode())
     return Path(root) / f"{config.model}-{digest.hexdigest()[:16]}"
 
 
 def runs_dir() -> Path:
-    """Where notebook 05 keeps its runs: ``runs/`` in the data folder (:func:`goingdeeper.cifar.data_dir`) where
-    it can write there, else ``runs/`` in ``$XDG_CACHE_HOME/goingdeeper`` (``~/.cache/goingdeeper``)."""
+    """Where notebook 05 keeps its runs: ``$GOINGDEEPER_RUNS`` when set (the reader's site builds set a fresh
+    one); else ``runs/`` in the data folder (:func:`goingdeeper.cifar.data_dir`) when this user owns that folder
+    and can write there; else ``runs/`` in ``$XDG_CACHE_HOME/goingdeeper`` (``~/.cache/goingdeeper``). A data
+    folder someone else owns (a shared disk) is never used: a checkpoint is read with pickle, and another user's
+    file must not run in your kernel."""
+    chosen = os.environ.get("GOINGDEEPER_RUNS")
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "goingdeeper" / "runs"
-    for folder in (cifar.data_dir() / "runs", cache):
+    data = cifar.data_dir()
+    candidates = [Path(chosen)] if chosen else []
+    if not chosen and data.is_dir() and (not hasattr(os, "getuid") or data.stat().st_uid == os.getuid()):
+        candidates.append(data / "runs")
+    if not chosen:
+        candidates.append(cache)
+    for folder in candidates:
         try:
             folder.mkdir(parents=True, exist_ok=True)
             probe = folder / f".writable-{os.getpid()}"
@@ -481,8 +505,8 @@ def runs_dir() -> Path:
             return folder
         except OSError:
             continue
-    raise RuntimeError(f"No folder to keep the runs in: neither {cifar.data_dir() / 'runs'} nor {cache} can be "
-                       f"written. Point {cifar.ENV_VAR} at a folder you can write to.")
+    raise RuntimeError(f"No folder to keep the runs in: {', '.join(str(c) for c in candidates)} cannot be "
+                       "written. Point GOINGDEEPER_RUNS at a folder you can write to.")
 
 
 # -- the loop -------------------------------------------------------------------------------------

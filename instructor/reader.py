@@ -131,7 +131,8 @@ def execute_notebook(nb: nbformat.NotebookNode, workdir: Path, *, fast: bool = F
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
-    env = dict(os.environ, GOINGDEEPER_STATIC="1")
+    # A fresh folder for notebook 05's saved runs: a page shows what this build ran, never an earlier run.
+    env = dict(os.environ, GOINGDEEPER_STATIC="1", GOINGDEEPER_RUNS=str(Path(workdir) / ".runs"))
     env.pop("NBGRADER_EXECUTION", None)
     if fast:
         env["NBGRADER_EXECUTION"] = "autograde"

@@ -83,6 +83,7 @@ def test_the_package_has_no_training_pieces_and_fit_says_which_it_needs():
     with pytest.raises(train.HookMissing) as err:
         train.fit(config, data, train_step=REF.train_step, evaluate=REF.evaluate, progress=False)
     assert "fit needs your augment, lr_at, grad_norms" in str(err.value)
+    assert "grad_norms=conv_grad_norms" in str(err.value)  # notebook 05's name for it
     assert "step schedule is notebook 05's lr_at" in str(err.value) and "Config.augment is on" in str(err.value)
 
 
@@ -368,6 +369,8 @@ def test_a_saved_run_is_loaded_not_retrained_and_a_changed_piece_trains_afresh(t
     assert train.run_folder(tmp_path, config, tiny_data(seed=1), *hooks.values()) != folder
     changed = dict(hooks, train_step=counted)
     assert train.run_folder(tmp_path, config, data, *changed.values()) != folder
+    # The same pieces made again (new functools.partial objects, as in a new session) find the same folder.
+    assert train.run_folder(tmp_path, config, data, *REF.hooks(config).values()) == folder
 
 
 def test_runs_go_to_the_data_folder_or_the_users_cache_where_it_cannot_be_written(tmp_path, monkeypatch):
@@ -380,3 +383,10 @@ def test_runs_go_to_the_data_folder_or_the_users_cache_where_it_cannot_be_writte
     (tmp_path / "data" / "runs").rmdir()
     (tmp_path / "data" / "runs").write_text("not a folder")
     assert train.runs_dir() == tmp_path / "cache" / "goingdeeper" / "runs"
+    (tmp_path / "data" / "runs").unlink()
+    monkeypatch.setenv("GOINGDEEPER_RUNS", str(tmp_path / "chosen"))
+    assert train.runs_dir() == tmp_path / "chosen"
+    monkeypatch.delenv("GOINGDEEPER_RUNS")
+    if os.getuid() == 0:  # a data folder another user owns (a shared disk) is never used: its files would be unpickled
+        os.chown(tmp_path / "data", 65534, -1)
+        assert train.runs_dir() == tmp_path / "cache" / "goingdeeper" / "runs"
