@@ -166,7 +166,8 @@ def _warning_hint(category: type) -> str:
     return " A right answer runs without warnings."
 
 
-def call(function: Any, *args: Any, name: str | None = None, copy: bool = True, watch: bool = True) -> Any:
+def call(function: Any, *args: Any, name: str | None = None, copy: bool = True, watch: bool = True,
+         kwargs: dict[str, Any] | None = None) -> Any:
     """Call a student's function and turn the usual early mistakes into clear messages.
 
     The arguments are copied first (arrays and tensors, also inside lists, tuples and dicts), so
@@ -177,7 +178,8 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True, 
     raised it. A numeric or user warning raised while the function runs fails the check too
     (plain nbgrader would score the cell 0 for the warning it prints), with a hint. A loop that
     makes thousands of calls passes ``watch=False`` and runs inside one :func:`no_warnings` block
-    instead (recording warnings costs more than a small function's own work).
+    instead (recording warnings costs more than a small function's own work). ``kwargs`` are passed as
+    keyword arguments (and copied like the others).
     """
     __tracebackhide__ = True
     import warnings
@@ -185,16 +187,18 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True, 
     label = name or getattr(function, "__name__", "your function")
     if not callable(function):
         _fail(f"{label} should be a function, but it is {type(function).__name__}.")
+    kwargs = dict(kwargs or {})
     if copy:
         args = tuple(_copied(a) for a in args)
+        kwargs = {k: _copied(v) for k, v in kwargs.items()}
     try:
         if watch:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                result = function(*args)
+                result = function(*args, **kwargs)
         else:
             caught = []
-            result = function(*args)
+            result = function(*args, **kwargs)
     except NotImplementedError:
         _fail(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code.")
     except CheckFailed:

@@ -1,13 +1,14 @@
 """Notebook 05's checks and figures: the degradation experiment on CIFAR-10.
 
 * **Checks** of the student's training pieces against what each check computes itself (the package has no
-  training pieces of its own): :func:`check_channel_stats`, :func:`check_augment`, :func:`check_train_step`, :func:`check_evaluate`,
-  :func:`check_lr_at`, :func:`check_grad_norms`. Networks and optimizers that a check hands to the student's
-  function are made beside it (:func:`goingdeeper.checks.beside`), so the same checks work in a notebook and
-  in the grading command.
+  training pieces of its own): :func:`check_channel_stats`, :func:`check_augment`, :func:`check_train_step`,
+  :func:`check_evaluate`, :func:`check_lr_at`, :func:`check_grad_norms`, :func:`check_train_loop` (the whole
+  loop, on stand-ins for its pieces that write down how they are called), :func:`check_depth_costs`. Networks
+  and optimizers that a check hands to the student's function are made beside it
+  (:func:`goingdeeper.checks.beside`), so the same checks work in a notebook and in the grading command.
 * **Figures**: :func:`show_images`, :func:`plot_figure6` (the paper's Figure 6 from our histories),
-  :func:`plot_depth_costs` (a short run's evidence: what depth costs plain and residual networks),
-  :func:`plot_grad_norms_over_training`, :func:`plot_confusion`.
+  :func:`plot_depth_costs` (a short run's evidence: what depth costs plain and residual networks, as the
+  student's ``depth_costs`` reads it), :func:`plot_grad_norms_over_training`, :func:`plot_confusion`.
 * **Results**: :func:`shipped_results` reads the histories shipped with the course (real runs, with their
   provenance), if any.
 
@@ -22,18 +23,19 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .checks import CheckFailed, beside, call, expect_array_close, expect_close, expect_true
+from .checks import CheckFailed, beside, call, expect_array_close, expect_close, expect_true, read_path
 
 __all__ = [
     "RESULTS_DIR",
     "check_augment",
     "check_channel_stats",
+    "check_depth_costs",
     "check_evaluate",
     "check_grad_norms",
     "check_lr_at",
+    "check_train_loop",
     "check_train_step",
     "confusion",
-    "depth_costs",
     "notebook_data",
     "plot_confusion",
     "plot_depth_costs",
@@ -460,6 +462,328 @@ def _order_probe(seed: int) -> Any:
         ]))
 
 
+# -- the student's own training loop -------------------------------------------------------------------------
+_MARK = 77  # what the stand-in augment writes at pixel (2, 0, 1): the batch train_step gets went through augment
+
+
+class _LoopWatch:
+    """Stand-ins for augment, train_step, lr_at and evaluate that write down how a training loop calls them.
+
+    Made beside the student's ``train_loop`` (:func:`goingdeeper.checks.beside`): the loop, the stand-ins and
+    what they record stay in one process, and the check reads :attr:`log` once the loop has run. Training image
+    ``i`` carries its number in pixel (0, 0, 0) (``i % 256``) and (1, 0, 0) (``i // 256``), so every batch can be
+    traced back to the images it holds; test images carry 255 at (2, 0, 0). The model starts in inference mode
+    and its optimizer has two parameter groups.
+    """
+
+    def __init__(self, n_train: int, n_test: int, base_lr: float, seed: int) -> None:
+        import torch
+
+        from .cifar import CIFAR10
+
+        g = torch.Generator().manual_seed(seed)
+        train_x = torch.randint(0, 256, (n_train, 3, 32, 32), dtype=torch.uint8, generator=g)
+        ids = torch.arange(n_train)
+        train_x[:, 0, 0, 0], train_x[:, 1, 0, 0], train_x[:, 2, 0, 0] = ids % 256, ids // 256, 0
+        train_x[:, 2, 0, 1] = 0
+        test_x = torch.randint(0, 256, (n_test, 3, 32, 32), dtype=torch.uint8, generator=g)
+        test_x[:, 2, 0, 0] = 255
+        self.data = CIFAR10(train_x, torch.randint(0, 10, (n_train,), generator=g), test_x,
+                            torch.randint(0, 10, (n_test,), generator=g))
+        self.model = torch.nn.Linear(4, 10)
+        self.model.eval()
+        self.optimizer = torch.optim.SGD([{"params": [self.model.weight]},
+                                          {"params": [self.model.bias], "weight_decay": 0.0}],
+                                         lr=base_lr, momentum=0.9, weight_decay=1e-4)
+        self.generator = torch.Generator().manual_seed(seed + 1)
+        self.log: list[dict[str, Any]] = []
+        self.steps = 0
+        self.epochs_seen = 0
+
+    def run(self, train_loop: Callable[..., Any], epochs: int, batch_size: int, base_lr: float) -> Any:
+        """``train_loop`` on this watch's model, optimizer, data, generator and stand-in pieces."""
+        return train_loop(self.model, self.optimizer, self.data, epochs, batch_size, base_lr, self.generator,
+                          augment=self.augment, train_step=self.train_step, lr_at=self.lr_at,
+                          evaluate=self.evaluate)
+
+    def _ids(self, x: Any) -> list[int] | None:
+        """The training images a uint8 batch holds (None if it is not made of them)."""
+        import torch
+
+        if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8 or x.ndim != 4 or x.shape[1:] != (3, 32, 32):
+            return None
+        ids = x[:, 0, 0, 0].long() + 256 * x[:, 1, 0, 0].long()
+        if bool((x[:, 2, 0, 0] != 0).any()) or bool((ids >= len(self.data.train_y)).any()):
+            return None
+        return ids.tolist()
+
+    def augment(self, x: Any, generator: Any = None, pad: int = 4) -> Any:
+        import torch
+
+        ids = self._ids(x)
+        self.log.append({"kind": "augment", "ids": ids, "dtype": str(getattr(x, "dtype", type(x).__name__)),
+                         "generator": generator is self.generator,
+                         "test": isinstance(x, torch.Tensor) and x.ndim == 4 and bool((x[:, 2, 0, 0] == 255).all())})
+        if ids is None:
+            return x.clone() if isinstance(x, torch.Tensor) else x
+        out = x.clone()
+        out[:, 2, 0, 1] = _MARK
+        return out
+
+    def lr_at(self, iteration: Any, total: Any, base_lr: Any, warmup: Any = False) -> float:
+        value = round(float(base_lr) * (0.5 + 0.5 / (1 + float(iteration))), 12)
+        self.log.append({"kind": "lr_at", "iteration": iteration if isinstance(iteration, int) else float(iteration),
+                         "total": total if isinstance(total, int) else float(total), "base_lr": float(base_lr),
+                         "value": value})
+        return value
+
+    def _batch_seen(self, x: Any) -> tuple[list[int] | None, str]:
+        """(ids, how) of the batch train_step got: how = "ok", "uint8" (not normalized), "not augmented" or
+        "not normalized" (float, but not cifar.normalize of augmented training images)."""
+        import torch
+
+        from .cifar import normalize
+
+        if not isinstance(x, torch.Tensor) or x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32):
+            return None, "shape"
+        if x.dtype == torch.uint8:
+            return self._ids(x), "uint8"
+        if x.dtype != torch.float32:
+            return None, "dtype"
+        from .cifar import MEAN, STD
+
+        raw = x.detach()[:, :, 0, :2].float()  # pixels (c, 0, 0) and (c, 0, 1), normalize undone below
+        scale = torch.tensor([255 * s for s in STD]).view(1, 3, 1)
+        shift = torch.tensor([255 * m for m in MEAN]).view(1, 3, 1)
+        u = (raw * scale + shift).round().long()
+        ids = (u[:, 0, 0] + 256 * u[:, 1, 0])
+        if bool((u[:, 2, 0] != 0).any()) or bool((ids < 0).any()) or bool((ids >= len(self.data.train_y)).any()):
+            return None, "not normalized"
+        ids_list = ids.tolist()
+        raw_batch = self.data.train_x[ids].clone()
+        augmented = bool((u[:, 2, 1] == _MARK).all())
+        if augmented:
+            raw_batch[:, 2, 0, 1] = _MARK
+        if not torch.allclose(x.detach(), normalize(raw_batch), atol=1e-4):
+            return ids_list, "not normalized"
+        return ids_list, "ok" if augmented else "not augmented"
+
+    def train_step(self, model: Any, optimizer: Any, x: Any, y: Any) -> tuple[float, int]:
+        import torch
+
+        ids, how = self._batch_seen(x)
+        labels = (ids is not None and isinstance(y, torch.Tensor) and tuple(y.shape) == (len(ids),)
+                  and bool(torch.equal(y.long(), self.data.train_y[ids])))
+        k = self.steps
+        self.steps += 1
+        size = len(x) if hasattr(x, "__len__") else 0
+        loss, wrong = 2.0 - 0.01 * k, (3 * k + 1) % (size + 1)
+        self.log.append({"kind": "step", "ids": ids, "how": how, "labels": labels, "size": size,
+                         "training": bool(getattr(model, "training", False)), "model": model is self.model,
+                         "optimizer": optimizer is self.optimizer,
+                         "lrs": [float(group["lr"]) for group in self.optimizer.param_groups],
+                         "loss": loss, "wrong": wrong})
+        return loss, wrong
+
+    def evaluate(self, model: Any, x: Any, y: Any, batch_size: int = 1000) -> float:
+        import torch
+
+        test = (isinstance(x, torch.Tensor) and x.shape == self.data.test_x.shape and bool(torch.equal(x, self.data.test_x))
+                and isinstance(y, torch.Tensor) and bool(torch.equal(y, self.data.test_y)))
+        self.epochs_seen += 1
+        value = round(0.9 - 0.07 * self.epochs_seen, 12)
+        self.log.append({"kind": "evaluate", "test": test, "model": model is self.model, "value": value,
+                         "steps_before": self.steps})
+        return value
+
+
+def _run_watched(train_loop: Callable[..., Any], *, n: int, n_test: int, epochs: int, batch_size: int,
+                 base_lr: float, seed: int) -> tuple[Any, list[dict[str, Any]]]:
+    """The student's loop run on the stand-ins: (what it returned, what the stand-ins saw). The stand-ins call
+    the loop themselves (:meth:`_LoopWatch.run`), so that the model, the generator and the pieces it gets are
+    theirs, in the student's process, never copies."""
+    __tracebackhide__ = True
+    watch = beside(train_loop, _LoopWatch, n, n_test, base_lr, seed)
+    result = call(read_path(watch, "run"), train_loop, epochs, batch_size, base_lr, name="train_loop", copy=False)
+    log = read_path(watch, "log")
+    return result, [dict(entry) for entry in log]
+
+
+def check_train_loop(train_loop: Callable[..., Any], seed: int, *, n: int = 10, epochs: int = 2,
+                     batch_size: int = 4, base_lr: float = 0.1) -> None:
+    """The student's ``train_loop`` run on stand-ins for its four pieces that write down how they are called:
+    every epoch a new permutation of all ``n`` images drawn with the generator, batches of ``batch_size`` in
+    order (the last one smaller), each augmented (uint8) then normalized, the learning rate of every parameter
+    group set from lr_at (iterations counted over the whole run) before each step, the model in training mode,
+    evaluate on the test set after each epoch, and the returned records made of what the pieces returned."""
+    __tracebackhide__ = True
+    import math
+
+    steps = math.ceil(n / batch_size)
+    total = epochs * steps
+    result, log = _run_watched(train_loop, n=n, n_test=6, epochs=epochs, batch_size=batch_size, base_lr=base_lr,
+                               seed=seed)
+    what = f"{epochs} epochs of {n} images in batches of {batch_size}"
+    done = [e for e in log if e["kind"] == "step"]
+    expect_true(len(done) == total,
+                f"train_loop called train_step {len(done)} times for {what}: expected {total}, {steps} per epoch "
+                f"(the last batch of an epoch holds the {n - (steps - 1) * batch_size} images left over).")
+    # augment, before every step, on the uint8 batch, with the generator
+    augments = [e for e in log if e["kind"] == "augment"]
+    expect_true(all(not a["test"] for a in augments), "train_loop augmented test images: only training batches "
+                                                      "are augmented (evaluate sees the test images as they are).")
+    expect_true(len(augments) == total, f"augment was called {len(augments)} times for {total} training steps: "
+                                        "once per batch.")
+    other = [a["dtype"] for a in augments if a["dtype"] != "torch.uint8"]
+    expect_true(not other, f"augment got {other[0] if other else ''} images: give it the uint8 batch, and "
+                           "normalize what it returns.")
+    expect_true(all(a["generator"] for a in augments), "augment did not get the generator train_loop was given: "
+                                                       "pass it on (augment(x, generator)), so that a run repeats.")
+    # the batches
+    sizes = [batch_size] * (steps - 1) + [n - (steps - 1) * batch_size]
+    orders = []
+    for epoch in range(epochs):
+        batches = done[epoch * steps:(epoch + 1) * steps]
+        for i, step in enumerate(batches):
+            where = f"at step {epoch * steps + i} (epoch {epoch + 1})"
+            expect_true(step["how"] != "uint8", f"train_step got uint8 images {where}: normalize the augmented batch "
+                                                "(cifar.normalize) before the step.")
+            expect_true(step["how"] not in ("shape", "dtype"), f"train_step got no batch of float32 images "
+                                                              f"(N, 3, 32, 32) {where}.")
+            expect_true(step["how"] != "not normalized",
+                        f"the batch train_step got {where} is not cifar.normalize(augment(images)) of training "
+                        "images: augment the uint8 batch, then normalize it, and pass that.")
+            expect_true(step["how"] != "not augmented",
+                        f"the batch train_step got {where} did not go through augment: pass augment's result on.")
+            expect_true(step["labels"], f"the labels train_step got {where} are not those of the batch's images: "
+                                        "index data.train_y with the same indices as the images.")
+            expect_true(step["model"] and step["optimizer"],
+                        f"train_step got another model or optimizer {where}: pass the ones train_loop was given.")
+            expect_true(step["training"], f"the model was in inference mode {where}: call model.train() at the "
+                                          "start of every epoch (evaluate may leave it as it found it, and the "
+                                          "model you are given may be in either mode).")
+        got_sizes = [s["size"] for s in batches]
+        expect_true(got_sizes == sizes, f"the batches of epoch {epoch + 1} hold {got_sizes} images: expected "
+                                        f"{sizes} (batches of {batch_size} in order, the last one smaller).")
+        order = [i for s in batches for i in s["ids"]]
+        expect_true(sorted(order) == list(range(n)),
+                    f"in epoch {epoch + 1} some images were trained on twice and others not at all: go through a "
+                    f"permutation of all {n} images each epoch.")
+        expect_true(order != list(range(n)), f"epoch {epoch + 1} went through the images in their stored order: "
+                                              "shuffle them every epoch (torch.randperm with the generator).")
+        orders.append(order)
+    if epochs > 1:
+        expect_true(len({tuple(o) for o in orders}) == epochs,
+                    "every epoch went through the images in the same order: draw a new permutation each epoch.")
+    # lr_at: once per step, the iteration over the whole run, set in every group before the step
+    calls = [e for e in log if e["kind"] == "lr_at"]
+    expect_true(len(calls) == total, f"lr_at was called {len(calls)} times for {total} training steps: once per "
+                                     "step, for that step's iteration.")
+    iterations = [c["iteration"] for c in calls]
+    if iterations != list(range(total)):
+        restart = epochs > 1 and iterations == list(range(steps)) * epochs
+        raise CheckFailed("lr_at was asked for iterations " + _short(iterations) + f": expected 0 to {total - 1}"
+                          + (". They start again each epoch: count the iterations over the whole run." if restart
+                             else ", one per step, counted over the whole run."))
+    bad_total = [c["total"] for c in calls if c["total"] != total]
+    expect_true(not bad_total, f"lr_at was told the run has {bad_total[0] if bad_total else ''} iterations: "
+                               f"{what} is {total} (epochs times batches per epoch).")
+    expect_true(all(abs(c["base_lr"] - base_lr) <= 1e-12 for c in calls),
+                f"lr_at was not given base_lr ({base_lr}) as its base_lr.")
+    for k, step in enumerate(done):
+        want = calls[k]["value"]
+        lrs = step["lrs"]
+        if all(abs(v - want) <= 1e-12 * max(1.0, want) for v in lrs):
+            continue
+        if abs(lrs[0] - want) <= 1e-12 * max(1.0, want):
+            raise CheckFailed(f"at step {k} only the first parameter group has lr_at's rate ({want:.6g}); the "
+                              f"others have {lrs[1:]}: set the rate of every group in optimizer.param_groups.")
+        before = calls[k - 1]["value"] if k else base_lr
+        late = all(abs(v - before) <= 1e-12 * max(1.0, before) for v in lrs)
+        raise CheckFailed(f"at step {k} the optimizer's learning rate was {lrs[0]:.6g}, but lr_at gave {want:.6g} "
+                          f"for iteration {k}" + (": set it before train_step, not after." if late else
+                                                  ": put lr_at's rate into every parameter group before the step."))
+    # evaluate after each epoch, on the test set
+    evals = [e for e in log if e["kind"] == "evaluate"]
+    expect_true(len(evals) == epochs, f"evaluate was called {len(evals)} times for {epochs} epochs: once after each.")
+    for epoch, e in enumerate(evals):
+        expect_true(e["test"], f"evaluate after epoch {epoch + 1} did not get the test set: evaluate(model, "
+                               "data.test_x, data.test_y).")
+        expect_true(e["model"], "evaluate got another model than the one being trained.")
+        expect_true(e["steps_before"] == (epoch + 1) * steps,
+                    f"evaluate was called after {e['steps_before']} steps: call it once at the end of each epoch "
+                    f"(after {steps}, {2 * steps}, ... steps).")
+    # what train_loop returns
+    expect_true(isinstance(result, (list, tuple)) and len(result) == epochs,
+                f"train_loop should return a list of {epochs} records (one dict per epoch), not "
+                f"{type(result).__name__}" + (f" of {len(result)}" if isinstance(result, (list, tuple)) else "") + ".")
+    for epoch, record in enumerate(result):
+        label = f"the record of epoch {epoch + 1}"
+        expect_true(isinstance(record, dict) and {"epoch", "train_loss", "train_error", "test_error", "lr"}
+                    <= set(record), f"{label} should be a dict with epoch, train_loss, train_error, test_error "
+                                    "and lr.")
+        batches = done[epoch * steps:(epoch + 1) * steps]
+        expect_close(record["epoch"], epoch + 1, f"{label}: epoch", rtol=0, hint="Epochs are counted from 1.")
+        expect_close(record["train_loss"], sum(s["loss"] for s in batches) / steps, f"{label}: train_loss",
+                     rtol=1e-9, hint="The mean of the losses train_step returned in this epoch (one per batch).")
+        wrong = sum(s["wrong"] for s in batches)
+        expect_close(record["train_error"], wrong / n, f"{label}: train_error", rtol=1e-9,
+                     hint=f"The images train_step got wrong in this epoch over the {n} images trained on (a "
+                          "fraction, 0 to 1; not a mean of the batches' rates, which weighs the last batch wrong).")
+        expect_close(record["test_error"], evals[epoch]["value"], f"{label}: test_error", rtol=1e-9,
+                     hint="What evaluate returned at the end of this epoch.")
+        expect_close(record["lr"], calls[(epoch + 1) * steps - 1]["value"], f"{label}: lr", rtol=1e-9,
+                     hint="The learning rate of the epoch's last step.")
+    # the generator decides the order: the same seed gives the same run
+    again, log_again = _run_watched(train_loop, n=n, n_test=6, epochs=epochs, batch_size=batch_size,
+                                    base_lr=base_lr, seed=seed)
+    del again
+    order_again = [i for e in log_again if e["kind"] == "step" for i in (e["ids"] or [])]
+    expect_true(order_again == [i for o in orders for i in o],
+                "two runs with generators seeded alike went through the images in different orders: draw the "
+                "permutation from the generator train_loop is given (torch.randperm(n, generator=generator)).")
+
+
+def _short(values: list) -> str:
+    return "[" + ", ".join(map(str, values[:12])) + (", ...]" if len(values) > 12 else "]")
+
+
+# -- reading the runs: what depth costs ------------------------------------------------------------------------
+def _history_dict(model: str, train_errors: Sequence[float], test_errors: Sequence[float]) -> dict[str, Any]:
+    records = [{"epoch": e + 1, "iteration": 10 * (e + 1), "lr": 0.1, "train_loss": 2.0 - 0.1 * e,
+                "train_error": tr, "test_error": te, "test_images": 100, "seconds": 1.0 + e, "train_seconds": 1.0}
+               for e, (tr, te) in enumerate(zip(train_errors, test_errors))]
+    return {"config": {"model": model}, "records": records, "grad_norms": [], "provenance": {}}
+
+
+def check_depth_costs(depth_costs: Callable[..., Any], runs: dict[str, tuple[Sequence[float], Sequence[float]]],
+                      want: dict[str, float], where: str = "") -> None:
+    """The student's ``depth_costs(histories)`` on histories made here: ``runs`` maps a network's name to its
+    (training errors, test errors) per epoch (fractions); ``want`` holds the costs worked out by hand, in
+    percentage points (the deep network's final training error minus the shallow one's)."""
+    __tracebackhide__ = True
+    from .train import History
+
+    histories = [beside(depth_costs, History.from_dict, _history_dict(name, *errors)) for name, errors in runs.items()]
+    got = call(depth_costs, histories, name="depth_costs", copy=False)
+    names = ", ".join(runs)
+    expect_true(isinstance(got, dict), f"depth_costs should return a dict ({{'plain': ..., 'residual': ...}}), not "
+                                       f"{type(got).__name__}{where}.")
+    extra, missing = sorted(map(str, set(got) - set(want))), sorted(set(want) - set(got))
+    if missing:
+        raise CheckFailed(f"depth_costs of runs of {names} has no {missing[0]!r}{where}.")
+    if extra:
+        raise CheckFailed(f"depth_costs of runs of {names} has {extra[0]!r}{where}: a kind appears only when both "
+                          "its 20- and its 56-layer runs are there (\"plain\" and \"residual\").")
+    for kind, value in want.items():
+        prefix = "plain" if kind == "plain" else "resnet"
+        hint = (f"The final training error of {prefix}56 minus that of {prefix}20, in percentage points: the last "
+                f"epoch's train_error of each run, times 100, for the networks named exactly {prefix}20 and "
+                f"{prefix}56.")
+        expect_close(got[kind], value, f"depth_costs(...)[{kind!r}] for runs of {names}{where}", rtol=1e-9, atol=1e-9,
+                     hint=hint)
+
+
 # -- results ------------------------------------------------------------------------------------------------
 def shipped_results(preset: str) -> list[Any]:
     """The histories of preset ``preset`` shipped with the course (real runs, with their provenance), or []."""
@@ -525,27 +849,16 @@ def plot_figure6(histories: Sequence[Any], *, title: str = "") -> Any:
     return fig
 
 
-def depth_costs(histories: Sequence[Any], shallow: int = 20, deep: int = 56, key: str = "train_error"
-                ) -> dict[str, float]:
-    """What depth costs each kind of network: ``key`` (final training error by default) of the deep network
-    minus the shallow one's, in percentage points, for "plain" and "residual" (those with both runs)."""
-    final = {h.model: 100 * h.final[key] for h in histories}
-    costs = {}
-    for kind, prefix in (("plain", "plain"), ("residual", "resnet")):
-        a, b = final.get(f"{prefix}{shallow}"), final.get(f"{prefix}{deep}")
-        if a is not None and b is not None:
-            costs[kind] = b - a
-    return costs
-
-
-def plot_depth_costs(histories: Sequence[Any], *, shallow: int = 20, deep: int = 56, title: str = "") -> Any:
+def plot_depth_costs(histories: Sequence[Any], costs: dict[str, float] | None = None, *, shallow: int = 20,
+                     deep: int = 56, title: str = "") -> Any:
     """The evidence of a short run, as a difference of differences: final training error of the shallow and the
-    deep network, plain and residual side by side, each pair's difference written above it."""
+    deep network, plain and residual side by side, with ``costs`` (what your ``depth_costs`` says each pair's
+    difference is, in points) written above each pair."""
     import matplotlib.pyplot as plt
 
     final = {h.model: 100 * h.final["train_error"] for h in histories}
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    costs = depth_costs(histories, shallow, deep)
+    costs = dict(costs or {})
     for i, (kind, prefix) in enumerate((("plain", "plain"), ("residual", "resnet"))):
         values = [final.get(f"{prefix}{d}") for d in (shallow, deep)]
         if None in values:
@@ -555,8 +868,9 @@ def plot_depth_costs(histories: Sequence[Any], *, shallow: int = 20, deep: int =
         for x, v, d in zip((3 * i, 3 * i + 1), values, (shallow, deep)):
             ax.text(x, v + 0.8, f"{v:.1f}", ha="center", fontsize=9)
             ax.text(x, 1.0, f"{d}", ha="center", color="white", fontsize=10, fontweight="bold")
-        ax.annotate(f"depth costs {costs[kind]:+.1f} points", (3 * i + 0.5, max(values) + 5), ha="center",
-                    fontsize=10)
+        if kind in costs:
+            ax.annotate(f"depth costs {float(costs[kind]):+.1f} points", (3 * i + 0.5, max(values) + 5),
+                        ha="center", fontsize=10)
     ax.set_xticks([0.5, 3.5], ["plain", "residual"])
     ax.set_ylabel("final training error (%)")
     ax.set_ylim(0, max(final.values(), default=1) + 12)

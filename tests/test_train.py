@@ -390,3 +390,55 @@ def test_runs_go_to_the_data_folder_or_the_users_cache_where_it_cannot_be_writte
     if os.getuid() == 0:  # a data folder another user owns (a shared disk) is never used: its files would be unpickled
         os.chown(tmp_path / "data", 65534, -1)
         assert train.runs_dir() == tmp_path / "cache" / "goingdeeper" / "runs"
+
+
+# -- notebook 05's own loop (Exercise 7) and depth_costs (Exercise 8): their checks, in the notebook's process ----
+_HIDDEN_COSTS = {"resnet56": ([0.9, 0.5, 0.2], [0.9, 0.5, 0.3]), "plain56": ([0.9, 0.6, 0.5], [0.9, 0.6, 0.55]),
+                 "resnet20": ([0.8, 0.4, 0.25], [0.8, 0.4, 0.3]), "preresnet20": ([0.8, 0.4, 0.1], [0.8, 0.4, 0.2]),
+                 "plain20": ([0.8, 0.45, 0.35], [0.8, 0.5, 0.4])}
+
+
+def _check(answer, fn):
+    from goingdeeper import degradation
+
+    if answer == "train_loop":
+        degradation.check_train_loop(fn, seed=51)
+        degradation.check_train_loop(fn, seed=551, n=23, epochs=3, batch_size=5, base_lr=0.3)
+        degradation.check_train_loop(fn, seed=552, n=12, epochs=2, batch_size=4, base_lr=0.05)
+    else:
+        degradation.check_depth_costs(fn, {"plain20": ([0.62, 0.30], [0.70, 0.33]), "plain56": ([0.75, 0.45], [0.80, 0.41]),
+                                           "resnet20": ([0.58, 0.25], [0.60, 0.27]), "resnet56": ([0.66, 0.29], [0.70, 0.26])},
+                                      {"plain": 15.0, "residual": 4.0})
+        degradation.check_depth_costs(fn, _HIDDEN_COSTS, {"plain": 15.0, "residual": -5.0})
+
+
+def _versions(answer):
+    import torch.nn.functional as F
+    from wrong import degradation as versions
+
+    for v in versions.WRONG + versions.WRONG_IN_PROCESS + versions.RIGHT:
+        if v.answer == answer:
+            ns = {"torch": torch, "F": F, "cifar": cifar}
+            exec(v.source, ns)
+            yield v, ns[answer]
+
+
+@pytest.mark.parametrize("answer", ["train_loop", "depth_costs"])
+def test_the_loop_and_depth_checks_reject_each_wrong_version_with_its_message_and_pass_the_right_ones(answer):
+    """The same checks as notebook 05's test cells (visible and hidden), run in this process on the stand-ins."""
+    from goingdeeper.checks import CheckFailed
+
+    ref = load_reference("degradation")
+    _check(answer, getattr(ref, answer))
+    seen = 0
+    for version, fn in _versions(answer):
+        seen += 1
+        if not hasattr(version, "feedback"):
+            _check(answer, fn)
+            continue
+        with pytest.raises(CheckFailed) as failed:
+            _check(answer, fn)
+        assert version.feedback in str(failed.value), (version.mistake, str(failed.value))
+    assert seen >= 6
+    if answer == "train_loop":
+        assert seen >= 13 + 1

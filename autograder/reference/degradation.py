@@ -45,25 +45,13 @@ def augment(x, generator=None, pad=4):
 
 def train_step(model, optimizer, x, y):
     """One SGD step on a batch. Returns (loss: float, n_wrong: int)."""
-    optimizer.zero_grad()
-    logits = model(x)
-    loss = F.cross_entropy(logits, y)
-    loss.backward()
-    optimizer.step()
-    return loss.item(), int((logits.argmax(1) != y).sum())
+    loss, wrong = train_step_on_device(model, optimizer, x, y)
+    return loss.item(), int(wrong)
 
 
 def evaluate(model, x, y, batch_size=1000):
     """Error rate (0..1) of model on uint8 images x (N, 3, 32, 32) with labels y (N,)."""
-    was_training = model.training
-    model.eval()
-    wrong = 0
-    with torch.no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = model(cifar.normalize(x[i:i + batch_size]))
-            wrong += int((logits.argmax(1) != y[i:i + batch_size]).sum())
-    model.train(was_training)
-    return wrong / len(x)
+    return evaluate_on_device(model, x, y, batch_size)
 
 
 def lr_at(iteration, total, base_lr, warmup=False):
@@ -80,6 +68,40 @@ def lr_at(iteration, total, base_lr, warmup=False):
 def conv_grad_norms(model):
     """{name: ||dL/dW||} for every convolution weight of model, in model order."""
     return {name: float(p.grad.norm()) for name, p in model.named_parameters() if p.ndim == 4}
+
+
+def train_loop(model, optimizer, data, epochs, batch_size, base_lr, generator, *, augment, train_step, lr_at,
+               evaluate):
+    """Notebook 05's own loop: one record per epoch (epoch, train_loss, train_error, test_error, lr)."""
+    n = len(data.train_y)
+    batches = -(-n // batch_size)
+    total = epochs * batches
+    iteration, records = 0, []
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=generator)
+        losses, wrong = [], 0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            x = cifar.normalize(augment(data.train_x[idx], generator))
+            lr = lr_at(iteration, total, base_lr)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, n_wrong = train_step(model, optimizer, x, data.train_y[idx])
+            losses.append(loss)
+            wrong += n_wrong
+            iteration += 1
+        records.append({"epoch": epoch, "train_loss": sum(losses) / len(losses), "train_error": wrong / n,
+                        "test_error": evaluate(model, data.test_x, data.test_y), "lr": lr})
+    return records
+
+
+def depth_costs(histories):
+    """{"plain": points, "residual": points}: final training error of the 56-layer net minus the 20-layer's."""
+    final = {h.model: 100 * h.final["train_error"] for h in histories}
+    return {kind: final[f"{prefix}56"] - final[f"{prefix}20"]
+            for kind, prefix in (("plain", "plain"), ("residual", "resnet"))
+            if f"{prefix}20" in final and f"{prefix}56" in final}
 
 
 # -- the instructor's full-length run (instructor/train_full.py): the same answers, for any Config ----------

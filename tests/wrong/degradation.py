@@ -1,5 +1,9 @@
 """Wrong implementations for notebook 05 (training ResNets on CIFAR-10)."""
 
+import inspect
+
+from goingdeeper.grading import load_reference
+
 from . import Right, Wrong
 
 
@@ -300,4 +304,142 @@ def augment(x, generator=None, pad=4):
 def conv_grad_norms(model):
     return dict(sorted((name, float(p.grad.norm())) for name, p in model.named_parameters() if p.ndim == 4))
 ''', "sorted by name"),
+]
+
+# Exercise 7: the whole loop. Each wrong version is the right one with one decision changed.
+# The right loop is the graders' reference (autograder/reference/degradation.py), as its source text.
+_LOOP = "\n" + inspect.getsource(load_reference("degradation").train_loop)
+
+
+def _loop(old: str, new: str) -> str:
+    assert _LOOP.count(old) == 1, old
+    return _LOOP.replace(old, new)
+
+
+WRONG += [
+    Wrong("train_loop", "one permutation for the whole run",
+          _loop("    for epoch in range(1, epochs + 1):\n        model.train()\n"
+                "        order = torch.randperm(n, generator=generator)\n",
+                "    order = torch.randperm(n, generator=generator)\n"
+                "    for epoch in range(1, epochs + 1):\n        model.train()\n"), "the same order"),
+    Wrong("train_loop", "never shuffles", _loop("        order = torch.randperm(n, generator=generator)\n",
+                                                "        order = torch.arange(n)\n"), "stored order"),
+    Wrong("train_loop", "draws the permutation from torch's global generator",
+          _loop("        order = torch.randperm(n, generator=generator)\n", "        order = torch.randperm(n)\n"),
+          "generators seeded alike"),
+    Wrong("train_loop", "drops the last, smaller batch",
+          _loop("range(0, n, batch_size)", "range(0, n - batch_size + 1, batch_size)"), "left over"),
+    Wrong("train_loop", "normalizes before augmenting",
+          _loop("cifar.normalize(augment(data.train_x[idx], generator))",
+                "augment(cifar.normalize(data.train_x[idx]), generator)"), "give it the uint8 batch"),
+    Wrong("train_loop", "counts iterations from 0 again in every epoch",
+          _loop("            lr = lr_at(iteration, total, base_lr)", "            lr = lr_at(start // batch_size, total, base_lr)"),
+          "start again each epoch"),
+    Wrong("train_loop", "sets the rate after the step (each step runs at the previous one's rate)",
+          _loop('''            for group in optimizer.param_groups:
+                group["lr"] = lr
+            loss, n_wrong = train_step(model, optimizer, x, data.train_y[idx])
+''', '''            loss, n_wrong = train_step(model, optimizer, x, data.train_y[idx])
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+'''), "before train_step"),
+    Wrong("train_loop", "the training error as the mean of the batches' rates",
+          _loop('''            wrong += n_wrong
+''', '''            wrong += n_wrong / len(idx) / batches * n
+'''), "not a mean of the batches' rates"),
+]
+
+# Graded by the in-process test only (tests/test_train.py runs the same checks as the test cells, visible and
+# hidden): notebook 05 is the slowest to grade, and each wrong version beyond the eight of augment would add
+# a submission to both graders' runs in CI.
+WRONG_IN_PROCESS = [
+    Wrong("train_loop", "augments without the generator",
+          _loop("augment(data.train_x[idx], generator)", "augment(data.train_x[idx])"), "did not get the generator"),
+    Wrong("train_loop", "tells lr_at the length of an epoch, not of the run",
+          _loop("lr_at(iteration, total, base_lr)", "lr_at(iteration, batches, base_lr)"), "iterations:"),
+    Wrong("train_loop", "sets the rate in the first parameter group only",
+          _loop('''            for group in optimizer.param_groups:
+                group["lr"] = lr
+''', '''            optimizer.param_groups[0]["lr"] = lr
+'''), "every group"),
+    Wrong("train_loop", "never puts the model in training mode",
+          _loop("        model.train()\n", ""), "model.train()"),
+    Wrong("train_loop", "measures the error on the training images",
+          _loop("evaluate(model, data.test_x, data.test_y)", "evaluate(model, data.train_x, data.train_y)"),
+          "did not get the test set"),
+
+]
+
+# Exercise 8: depth_costs.
+_COSTS = '''
+def depth_costs(histories):
+    final = {h.model: 100 * h.final["train_error"] for h in histories}
+    costs = {}
+    for kind, prefix in [("plain", "plain"), ("residual", "resnet")]:
+        if prefix + "20" in final and prefix + "56" in final:
+            costs[kind] = final[prefix + "56"] - final[prefix + "20"]
+    return costs
+'''
+WRONG += [
+    Wrong("depth_costs", "reads the test error", _COSTS.replace('h.final["train_error"]', 'h.final["test_error"]'),
+          "training error"),
+    Wrong("depth_costs", "in fractions, not percentage points", _COSTS.replace("100 * h.final", "h.final"),
+          "percentage points"),
+    Wrong("depth_costs", "the shallow network's error minus the deep one's",
+          _COSTS.replace('final[prefix + "56"] - final[prefix + "20"]', 'final[prefix + "20"] - final[prefix + "56"]'),
+          "wrong sign"),
+    Wrong("depth_costs", "reads the first epoch's record",
+          _COSTS.replace('h.final["train_error"]', 'h.records[0]["train_error"]'), "last epoch"),
+    Wrong("depth_costs", "finds a run by a name that contains 'resnet20' (the pre-activation run too)", '''
+def depth_costs(histories):
+    final = {}
+    for h in histories:
+        for name in ["plain20", "plain56", "resnet20", "resnet56"]:
+            if name in h.model:
+                final[name] = 100 * h.final["train_error"]
+    return {"plain": final["plain56"] - final["plain20"], "residual": final["resnet56"] - final["resnet20"]}
+''', "named exactly"),
+]
+RIGHT += [
+    Right("train_loop", "batches from split(), the rate set through a helper, records built at the end", '''
+def _set_rate(optimizer, lr):
+    for group in optimizer.param_groups:
+        group.update(lr=lr)
+
+
+def train_loop(model, optimizer, data, epochs, batch_size, base_lr, generator, *, augment, train_step, lr_at,
+               evaluate):
+    total = epochs * len(torch.arange(len(data.train_y)).split(batch_size))
+    step = 0
+    losses, wrongs, tests, rates = [], [], [], []
+    for epoch in range(epochs):
+        model.train()
+        epoch_losses, epoch_wrong = [], 0
+        for idx in torch.randperm(len(data.train_y), generator=generator).split(batch_size):
+            images = augment(data.train_x[idx], generator=generator)
+            rate = lr_at(step, total, base_lr)
+            _set_rate(optimizer, rate)
+            loss, wrong = train_step(model, optimizer, cifar.normalize(images), data.train_y[idx])
+            epoch_losses.append(float(loss))
+            epoch_wrong += int(wrong)
+            step += 1
+        losses.append(sum(epoch_losses) / len(epoch_losses))
+        wrongs.append(epoch_wrong / len(data.train_y))
+        tests.append(evaluate(model, data.test_x, data.test_y))
+        rates.append(rate)
+    return [dict(epoch=e + 1, train_loss=losses[e], train_error=wrongs[e], test_error=tests[e], lr=rates[e])
+            for e in range(epochs)]
+'''),
+    Right("depth_costs", "a loop over the histories, a lookup by exact name", '''
+def depth_costs(histories):
+    by_name = {}
+    for history in histories:
+        by_name[history.model] = history.final["train_error"] * 100
+    out = {}
+    if "plain20" in by_name and "plain56" in by_name:
+        out["plain"] = by_name["plain56"] - by_name["plain20"]
+    if "resnet20" in by_name and "resnet56" in by_name:
+        out["residual"] = by_name["resnet56"] - by_name["resnet20"]
+    return out
+'''),
 ]
