@@ -15,7 +15,7 @@ import random
 
 __version__ = "0.1.0"
 
-__all__ = ["setup", "grading_mode", "static_mode", "__version__"]
+__all__ = ["MESSAGE_WIDTH", "failure_lines", "setup", "grading_mode", "static_mode", "__version__"]
 
 
 def grading_mode() -> str | None:
@@ -73,14 +73,67 @@ def setup(seed: int = 0, threads: int | None = 1) -> None:
     )
 
 
+#: The width a failed check's message is wrapped to: nbgrader's Validate cuts every line of an error at 87
+#: characters (its Validator.width, 90, less 3) after indenting it by 4, so a line of 82 arrives whole.
+MESSAGE_WIDTH = 82
+
+
+def _in_notebook(frame_tb: object) -> bool:
+    name = frame_tb.tb_frame.f_code.co_filename  # type: ignore[attr-defined]
+    return "ipykernel_" in name or name.startswith("<ipython-input-")
+
+
+def failure_lines(value: BaseException, tb: object, what: str = "checked") -> list[str]:
+    """A failed check as the student reads it: "✗ Not yet:" and the message, then the line of the test cell
+    that made the check, wrapped to :data:`MESSAGE_WIDTH` columns (so that nbgrader's Validate dialog shows
+    every word)."""
+    import linecache
+    import textwrap
+
+    cell_line = any_line = ""
+    frame_tb = tb
+    while frame_tb is not None:  # the line of the cell that ran (the last notebook frame at a cell's top level)
+        if _in_notebook(frame_tb):
+            text = linecache.getline(frame_tb.tb_frame.f_code.co_filename, frame_tb.tb_lineno).strip()
+            any_line = f"({what} at line {frame_tb.tb_lineno} of this cell: {text})"
+            if frame_tb.tb_frame.f_code.co_name == "<module>":
+                cell_line = any_line
+        frame_tb = frame_tb.tb_next
+    line = cell_line or any_line
+    red, bold, reset = "\x1b[31m", "\x1b[1m", "\x1b[0m"
+    prefix = "\u2717 Not yet:"
+    lines = textwrap.wrap(f"{prefix} {value}", width=MESSAGE_WIDTH, break_long_words=False,
+                          break_on_hyphens=False) or [prefix]
+    lines[0] = lines[0].replace(prefix, f"{red}{bold}{prefix}{reset}", 1)
+    if line:
+        lines += textwrap.wrap(line, width=MESSAGE_WIDTH, subsequent_indent="  ")
+    return lines
+
+
+def _placeholder(tb: object) -> tuple[str, object] | None:
+    """(name, cell traceback) when a bare ``raise NotImplementedError()`` of a notebook's own function (a blank
+    not filled in yet) stopped a cell, else None."""
+    last = tb
+    while last is not None and last.tb_next is not None:  # type: ignore[attr-defined]
+        last = last.tb_next  # type: ignore[attr-defined]
+    if last is None or not _in_notebook(last):
+        return None
+    first = tb
+    while first is not None and not _in_notebook(first):
+        first = first.tb_next  # type: ignore[attr-defined]
+    return last.tb_frame.f_code.co_name, first  # type: ignore[attr-defined]
+
+
 def _short_check_failures() -> None:
     """In a notebook, show a failed check as a short message instead of a traceback.
 
     A test cell that fails raises ``CheckFailed``; its message already says, in words, what is wrong
     and where in the student's code. IPython would print it under a traceback through the checking
     code, which reads like a crash. This shows the message and the test cell's line that made the
-    check instead. It is still an error (the cell stops, and nbgrader scores it 0); any other
-    exception keeps its full traceback.
+    check instead. A blank not filled in yet (the release's bare ``raise NotImplementedError()`` in a
+    function of the notebook) is shown the same way, naming the function and the line that needed it.
+    Either is still an error (the cell stops, and nbgrader scores it 0); any other exception keeps its
+    full traceback.
     """
     try:
         from IPython import get_ipython
@@ -92,26 +145,16 @@ def _short_check_failures() -> None:
     from .checks import CheckFailed
 
     def handler(shell, etype, value, tb, tb_offset=None):  # noqa: ANN001 - IPython's signature
-        import textwrap
+        if isinstance(value, CheckFailed):
+            shell._showtraceback(etype, value, ["\n".join(failure_lines(value, tb))])
+            return
+        found = _placeholder(tb) if isinstance(value, NotImplementedError) and not str(value) else None
+        if found is None:  # any other error keeps IPython's own traceback
+            shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+            return
+        name, cell_tb = found
+        what = ("this cell is" if name == "<module>" else f"{name} is") + " not implemented yet: replace `raise " \
+            "NotImplementedError()` with your code."
+        shell._showtraceback(etype, value, ["\n".join(failure_lines(what, cell_tb, "needed"))])
 
-        line = ""
-        frame_tb = tb
-        while frame_tb is not None:  # the last frame that belongs to the notebook cell
-            name = frame_tb.tb_frame.f_code.co_filename
-            if "ipykernel_" in name or name.startswith("<ipython-input-"):
-                import linecache
-
-                text = linecache.getline(name, frame_tb.tb_lineno).strip()
-                line = f"(checked at line {frame_tb.tb_lineno} of this cell: {text})"
-            frame_tb = frame_tb.tb_next
-        red, bold, reset = "\x1b[31m", "\x1b[1m", "\x1b[0m"
-        body = textwrap.fill(str(value), width=110, break_long_words=False, break_on_hyphens=False)
-        lines = [f"{red}{bold}\u2717 Not yet:{reset} {body.splitlines()[0] if body else ''}"]
-        lines += body.splitlines()[1:]
-        if line:
-            lines.append(line)
-        # IPython ignores what a handler returns from a running cell: show it as the cell's error output
-        # (ename CheckFailed, so the cell failed for nbgrader too).
-        shell._showtraceback(etype, value, ["\n".join(lines)])
-
-    shell.set_custom_exc((CheckFailed,), handler)
+    shell.set_custom_exc((CheckFailed, NotImplementedError), handler)

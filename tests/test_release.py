@@ -66,3 +66,32 @@ def test_strip_removes_outputs_and_widget_state(tmp_path):
     assert strip_notebook(path) is True
     assert notebook_problems(nbformat.read(path, as_version=4)) == []
     assert strip_notebook(path) is False
+
+
+def test_validate_shows_every_word_of_a_failed_check(root, tmp_path):
+    """nbgrader's Validate (the button runs `nbgrader validate`) cuts each line of an error at 87 characters: a
+    failed check's message is wrapped so that it arrives whole, after "✗ Not yet:", with no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    shutil.copy(root / "notebooks" / "01_computational_graphs" / "01_computational_graphs.ipynb", tmp_path / "n.ipynb")
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ.get('PATH', '')}"}
+    out = subprocess.run([sys.executable, "-m", "nbgrader", "validate", "n.ipynb"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600).stdout
+    errors = [block.split("\n\n=====")[0] for block in out.split("The error was:")[1:]]
+    assert errors and all("Not yet:" in e for e in errors), out[:3000]
+    cut = [line for e in errors for line in e.splitlines() if line.endswith("...")]
+    assert not cut, f"Validate cut these lines of a check's message: {cut[:3]}"
+    assert "Traceback" not in "".join(errors), out[:3000]
+    assert "not implemented yet: replace `raise NotImplementedError()` with your code." in " ".join(
+        " ".join(line.strip() for line in e.splitlines()) for e in errors)
+
+
+def test_a_failed_check_is_wrapped_to_the_width_validate_keeps():
+    from goingdeeper import MESSAGE_WIDTH, failure_lines
+
+    lines = failure_lines(AssertionError("word " * 60 + "the_end"), None)
+    assert lines[0].startswith("\x1b[31m\x1b[1m\u2717 Not yet:\x1b[0m word")
+    plain = [line.replace("\x1b[31m\x1b[1m", "").replace("\x1b[0m", "") for line in lines]
+    assert max(map(len, plain)) <= MESSAGE_WIDTH and plain[-1].endswith("the_end")
