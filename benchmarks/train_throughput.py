@@ -10,10 +10,15 @@ In one run, on the same model, device and batch size:
   normalize: what torchvision's transforms do) behind a ``DataLoader``, with 0 and with as many worker
   processes as there are cores.
 
+With ``--preset quick`` (or ``full``) it measures what notebook 05's experiment costs instead: each network of
+the preset trained by ``fit`` with the preset's settings, its wall time (evaluation included) and training
+images per second, against the same network's bare step measured just before it in the same run.
+
 Real CIFAR-10 when ``../shared/data/make_cifar10.py`` exists beside the repository (written to a temporary
 folder), synthetic images otherwise; the JSON says which. Prints the figures and the ratios, then one JSON line.
 
     .venv/bin/python benchmarks/train_throughput.py [--model resnet20] [--device cpu] [--batch-size 128] [--seconds 20]
+    .venv/bin/python benchmarks/train_throughput.py --preset quick [--models plain20,resnet20] [--threads 2]
 """
 
 from __future__ import annotations
@@ -161,6 +166,36 @@ def dataloader(data: cifar.CIFAR10, model_name: str, device: torch.device, batch
     return _timed(step, device, batch, seconds)
 
 
+def preset_run(data: cifar.CIFAR10, preset: str, models: list[str], device: torch.device, seconds: float,
+               amp: bool, fmt: torch.memory_format) -> dict:
+    """Each network of ``preset`` as notebook 05 trains it (fit, the preset's settings, the reference pieces),
+    after its bare step: wall time, training images per second, and their ratio."""
+    rows, start = {}, time.perf_counter()
+    for name in models:
+        config = train.preset(preset, name)
+        bare = bare_step(data, name, device, config.batch_size, seconds, amp, fmt)
+        began = time.perf_counter()
+        history = train.fit(config, data, device=device, progress=False, **REF.hooks(config))
+        wall = time.perf_counter() - began
+        steps = history.final["iteration"]
+        trained = sum(r["train_seconds"] for r in history.records)
+        rows[name] = {"wall_seconds": round(wall, 1), "steps": steps, "seconds_per_step": round(wall / steps, 3),
+                      "train_images_per_second": round(steps * config.batch_size / trained, 1),
+                      "bare_step_images_per_second": round(bare, 1),
+                      "train_to_bare": round(steps * config.batch_size / trained / bare, 4),
+                      "final_train_error": round(history.final["train_error"], 4),
+                      "final_test_error": round(history.final["test_error"], 4)}
+        r = rows[name]
+        print(f"  {name:>11}: {r['wall_seconds']:7.1f} s for {steps} steps ({r['seconds_per_step']:.2f} s/step), "
+              f"{r['train_images_per_second']:6.0f} img/s training, bare step {bare:6.0f} img/s "
+              f"(ratio {r['train_to_bare']:.3f}); train error {r['final_train_error']:.1%}", flush=True)
+    total = time.perf_counter() - start
+    print(f"  all {len(models)}: {total / 60:.1f} min (bare-step measurements included: "
+          f"{len(models)} x {seconds:.0f} s)", flush=True)
+    return {"networks": rows, "total_wall_seconds": round(total, 1),
+            "total_fit_seconds": round(sum(r["wall_seconds"] for r in rows.values()), 1)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="resnet20")
@@ -168,6 +203,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--seconds", type=float, default=20.0, help="per measurement")
     ap.add_argument("--threads", type=int, help="CPU threads (default: the cores available)")
+    ap.add_argument("--preset", choices=sorted(train.PRESETS), help="time notebook 05's experiment with this preset")
+    ap.add_argument("--models", help="with --preset: comma-separated networks (default: the preset's four)")
     args = ap.parse_args()
     device = train.pick_device(args.device)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -179,6 +216,17 @@ def main() -> None:
     print(f"{args.model}, batch {args.batch_size}, {train.device_name(device)}, {torch.get_num_threads()} threads, "
           f"bf16 autocast {amp}, {'channels_last' if fmt == torch.channels_last else 'contiguous'}; data: {source}",
           flush=True)
+    if args.preset:
+        models = args.models.split(",") if args.models else list(train.PRESETS[args.preset]["models"])
+        print(f"preset {args.preset}: {', '.join(models)}", flush=True)
+        result = preset_run(data, args.preset, models, device, args.seconds, amp, fmt)
+        print(json.dumps({
+            "benchmark": "train_throughput_preset", "preset": args.preset, "device": train.device_name(device),
+            "device_type": device.type, "threads": torch.get_num_threads(), "amp_bf16": amp, "torch": torch.__version__,
+            "data": source, **result,
+            "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        }))
+        return
     b = args.batch_size
     ips: dict[str, float] = {}
     bare1 = bare_step(data, args.model, device, b, args.seconds, amp, fmt)
