@@ -17,6 +17,9 @@
 #   bash course.sh student-edition [DIR]   what students receive: a folder and a zip (build/student-edition/)
 #   bash course.sh nbgrader ARGS  run nbgrader with the course configuration (autograder/)
 #   bash course.sh grade A|all    grade submissions: parallel, sandboxed, tamper-resistant, with a report
+#                                 (--shard i/N --bundle DIR: one shard of a large class; --scheduler ADDRESS: on Dask)
+#   bash course.sh grade merge DIR...         the shards' bundles into the gradebook and the class's reports
+#   bash course.sh grade deploy k8s|slurm A   a Kubernetes Indexed Job or a Slurm array script for the shards
 #
 # The virtual environment lives in .venv/ (override with GOINGDEEPER_VENV) and is
 # reused; it is reinstalled only when requirements.txt or pyproject.toml change, and

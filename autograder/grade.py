@@ -39,6 +39,7 @@ import re
 import shutil
 import stat
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -50,6 +51,7 @@ from types import SimpleNamespace
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import bundles  # noqa: E402
 from sandbox import boundary  # noqa: E402
 from sandbox.session import NOT_GRADED, CellResult, Result, Session, scan_for_tampering  # noqa: E402,F401
 from sandbox.trusted import (Limits, RunnerDied, SandboxSetupError, UidLease, bwrap_available,  # noqa: E402
@@ -130,6 +132,9 @@ def grade_submission(task: Task) -> Result:
     try:
         if _LEASE_FAILED:
             raise SandboxSetupError(f"the grading worker could not lease a user id ({_LEASE_FAILED})")
+        if threading.current_thread() is not threading.main_thread():  # the tests' timer is a signal
+            raise SandboxSetupError("grading must run in the main thread of its process (the time limit of a test "
+                                    "is a SIGALRM timer)")
         with Gradebook(task.db_url) as gb:
             course, setup = _course(task, gb.find_notebook(name, task.assignment))
         tests = [c for c in course if c.role == boundary.TEST]
@@ -209,6 +214,96 @@ def _remove_stale_autograded(out_dir: Path) -> None:
     """A failed regrade leaves no earlier autograded notebook behind for feedback to be made from."""
     if out_dir.is_dir() and not out_dir.is_symlink():
         shutil.rmtree(out_dir, ignore_errors=True)
+
+
+# -- one submission on a Dask worker (cluster.py) ----------------------------------------------------------
+_CLUSTER_WORKER: dict = {}
+_ONE_AT_A_TIME = threading.Lock()  # a cluster worker process grades one submission at a time, whatever its threads
+
+
+def cluster_fields(task: Task) -> dict:
+    """What a Dask worker needs of a task: plain data (the worker imports its own copy of this module)."""
+    return asdict(task)
+
+
+def grade_in_cluster_worker(fields: dict) -> dict:
+    """Grade one submission on a cluster worker, as the local pool's worker does, into a folder of the worker's
+    own; returns the result with the autograded files and the log, for the driver to write."""
+    with _ONE_AT_A_TIME:
+        return _grade_in_cluster_worker(fields)
+
+
+def _init_cluster_child(drop_uid: bool) -> None:
+    _init_worker(drop_uid)
+    _preload()
+
+
+def _grade_in_cluster_worker(fields: dict) -> dict:
+    import tempfile
+
+    if not _CLUSTER_WORKER:  # once per worker process: a child process that grades as the local pool's workers do
+        use_bwrap = bwrap_available()
+        drop_uid = os.getuid() == 0 and (shutil.which("setpriv") is not None if use_bwrap else True)
+        # Dask runs tasks in threads, and grading needs a process's main thread (its timers are signals): one
+        # child process, started once, grades this worker's submissions one after another.
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_init_cluster_child, initargs=(drop_uid,))
+        # A worker started by Dask's nanny is a daemonic process, which multiprocessing forbids to have children
+        # (Dask's own setting distributed.worker.daemon: False lifts it for the whole worker). The child is ours
+        # to manage: it ends when its pipe to this process closes, so start it with the flag lifted, now.
+        config = multiprocessing.current_process()._config  # noqa: SLF001 - multiprocessing has no public switch
+        daemonic = config.get("daemon")
+        config["daemon"] = False
+        try:
+            pool.submit(int).result()
+        finally:
+            config["daemon"] = daemonic
+        _CLUSTER_WORKER.update(use_bwrap=use_bwrap, drop_uid=drop_uid, pool=pool)
+    fields = dict(fields)
+    fields["limits"] = Limits(**fields["limits"]) if isinstance(fields["limits"], dict) else fields["limits"]
+    if fields["use_bwrap"] and not _CLUSTER_WORKER["use_bwrap"]:
+        result = Result(fields["student"], fields["assignment"], fields["notebook"] or Path(fields["path"]).stem,
+                        "grader error", f"the worker on {os.uname().nodename} has no working bubblewrap: install it "
+                        "there (apt install bubblewrap) or grade elsewhere")
+        return {"result": asdict(result), "files": {}, "log": ""}
+    fields["drop_uid"] = _CLUSTER_WORKER["drop_uid"]
+    with tempfile.TemporaryDirectory(prefix="goingdeeper-grade-") as tmp:
+        fields["autograded"] = str(Path(tmp) / "autograded")
+        fields["log"] = str(Path(tmp) / "grade.log")
+        try:
+            result = _CLUSTER_WORKER["pool"].submit(grade_submission, Task(**fields)).result()
+        except BaseException:
+            _CLUSTER_WORKER.clear()  # a broken child: the next submission starts a fresh one
+            raise
+        out = Path(fields["autograded"])
+        files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} \
+            if out.is_dir() else {}
+        log = Path(fields["log"]).read_text(encoding="utf-8", errors="replace") if Path(fields["log"]).is_file() else ""
+    return {"result": asdict(result), "files": files, "log": log}
+
+
+def apply_cluster_payload(task: Task, payload: dict) -> Result:
+    """A worker's result, here: its autograded files and log written where a local run writes them."""
+    data = dict(payload["result"])
+    cells = [CellResult(**c) for c in data.pop("cells", [])]
+    result = Result(**{k: v for k, v in data.items() if k in Result.__dataclass_fields__}, cells=cells)
+    out = Path(task.autograded)
+    _remove_stale_autograded(out)
+    files = payload.get("files") or {}
+    for rel, content in files.items():
+        target = (out / rel).resolve()
+        if out.resolve() not in target.parents:
+            continue  # a worker writes inside the submission's own folder only
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(content)
+    Path(task.log).parent.mkdir(parents=True, exist_ok=True)
+    Path(task.log).write_text(str(payload.get("log", "")) + f"[graded on {payload.get('host', '?')}]\n",
+                              encoding="utf-8")
+    return result
+
+
+def cluster_failure(task: Task, reason: str) -> Result:
+    return _failed(task, reason)
 
 
 # -- the batch ------------------------------------------------------------------------------
@@ -491,6 +586,132 @@ def write_csv(path: Path, results: list[Result]) -> None:
             writer.writerow([v if isinstance(v, (int, float)) else _safe_cell(v) for v in row])
 
 
+def write_reports(root: Path, db_url: str, assignment: str, mine: list[Result], also: list[str]) -> list[Result]:
+    """Keep this run's results and rebuild grades.csv, report.html and results.json for the whole class."""
+    from report import write_report
+
+    out = root / "autograder" / "reports" / assignment
+    out.mkdir(parents=True, exist_ok=True)
+    for r in mine:
+        save_result(out, r)
+    whole = class_results(db_url, assignment, out, also)
+    write_csv(out / "grades.csv", whole)
+    write_report(out / "report.html", assignment, whole)
+    (out / "results.json").write_text(json.dumps([asdict(r) | {"score": r.score, "max_score": r.max_score}
+                                                  for r in whole], indent=1), encoding="utf-8")
+    return whole
+
+
+def merge_main(argv: list[str]) -> int:
+    """``bash course.sh grade merge DIR...``: the shards' bundles into the gradebook and the class's reports."""
+    from nbgrader.api import Gradebook
+
+    parser = argparse.ArgumentParser(prog="bash course.sh grade merge",
+                                     description="Merge the bundles of `grade --shard` into the course gradebook and "
+                                                 "rebuild the class's reports (see autograder/bundles.py).")
+    parser.add_argument("bundles", nargs="+", type=Path, help="bundle folders written by `grade --shard ... --bundle`")
+    parser.add_argument("--course", type=Path, default=HERE.parent, help="course root (default: this repository)")
+    args = parser.parse_args(argv)
+    root = args.course.resolve()
+    db_path = root / "autograder" / "gradebook.db"
+    db_url = f"sqlite:///{db_path}"
+    if not db_path.is_file():
+        parser.error(f"no gradebook at {db_path}: run `bash course.sh release` first")
+    infos, refused = [], []
+    for path in args.bundles:
+        try:
+            infos.append((path.absolute(), bundles.read_bundle(path, root)))
+        except bundles.BundleError as exc:
+            refused.append(str(exc))
+    if refused:
+        for line in refused:
+            print(f"course.sh grade merge: refused: {line}", file=sys.stderr)
+        print(f"course.sh grade merge: nothing was merged ({len(refused)} of {len(args.bundles)} bundles refused)",
+              file=sys.stderr)
+        return 2
+    infos.sort(key=lambda item: (item[1].get("created", ""), str(item[0])))  # a later run of a shard wins
+    with Gradebook(db_url) as gb:
+        known = {a.name: sorted(n.name for n in a.notebooks) for a in gb.assignments}
+        test_ids = {(a, nb): [c.name for c in gb.find_notebook(nb, a).grade_cells if c.cell_type == "code"]
+                    for a, nbs in known.items() for nb in nbs}
+    merged: dict[str, dict[str, Result]] = {}
+    everyone: dict[str, set[str]] = {}
+    seen: dict[int, set[int]] = {}
+    errors = 0
+    for path, info in infos:
+        total = int(info["shard"][1])
+        seen.setdefault(total, set()).add(int(info["shard"][0]))
+        for a, students in dict(info.get("students", {})).items():
+            everyone.setdefault(a, set()).update(students)
+        for r in bundles.bundle_results(path, _load_result):
+            if r.assignment not in known or (r.assignment, r.notebook) not in test_ids:
+                r.status, r.reason = "grader error", f"the gradebook has no notebook {r.notebook} in {r.assignment}"
+            else:
+                try:
+                    record(db_url, r, test_ids[(r.assignment, r.notebook)])
+                    bundles.copy_outputs(path, root, r)
+                except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
+                    r.status = "grader error"
+                    r.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
+            merged.setdefault(r.assignment, {})[r.student] = r
+    # Students of a shard no bundle brought: not graded yet, never "missing".
+    for total, indices in seen.items():
+        for index in sorted(set(range(total)) - indices):
+            for a, students in everyone.items():
+                saved = root / "autograder" / "reports" / a / "results"
+                for student in sorted(students):
+                    if bundles.shard_of(student, a, total) != index or student in merged.get(a, {}):
+                        continue
+                    if _result_file(saved, student).is_file():
+                        continue  # an earlier merge or run graded them
+                    merged.setdefault(a, {})[student] = Result(
+                        student, a, (known.get(a) or ["?"])[0], "grader error",
+                        f"not graded yet: shard {index}/{total} has not been merged (grade it with --shard "
+                        f"{index}/{total} and merge its bundle)")
+    for a in sorted(merged):
+        mine = list(merged[a].values())
+        whole = write_reports(root, db_url, a, mine, sorted(everyone.get(a, set())))
+        errors += sum(1 for r in mine if r.status == "grader error")
+        print(f"{a}: merged {len(mine)} students from {len(infos)} bundles; the class ({len(whole)} students): "
+              f"{root / 'autograder' / 'reports' / a / 'report.html'}")
+    for total, indices in seen.items():
+        if missing := sorted(set(range(total)) - indices):
+            print(f"course.sh grade merge: shards {', '.join(f'{i}/{total}' for i in missing)} have no bundle here: "
+                  "their students are reported as not graded yet", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def deploy_main(argv: list[str]) -> int:
+    """``bash course.sh grade deploy k8s|slurm``: a Kubernetes Indexed Job or a Slurm array script for --shard."""
+    parser = argparse.ArgumentParser(prog="bash course.sh grade deploy",
+                                     description="Write a Kubernetes Indexed Job or a Slurm array script that grades "
+                                                 "the class in shards (autograder/deploy/README.md).")
+    parser.add_argument("kind", choices=sorted(bundles.TEMPLATES))
+    parser.add_argument("assignment", help="an assignment id or 'all'")
+    parser.add_argument("--shards", type=int, required=True, help="how many shards (pods, array tasks)")
+    parser.add_argument("--bundles", required=True, help="a folder every node can write (a shared volume)")
+    parser.add_argument("--checkout", default=str(HERE.parent), help="the course checkout's path on the nodes")
+    parser.add_argument("--course", help="the course root on the nodes (default: the checkout)")
+    parser.add_argument("--workers", type=int, default=2, help="submissions graded side by side per node (cores)")
+    parser.add_argument("--image", default="", help="k8s: an image with the checkout, its venv and bubblewrap")
+    parser.add_argument("--memory", default="", help="memory per node (default 8Gi / 8G)")
+    parser.add_argument("--time", default="06:00:00", help="slurm: the time limit per task")
+    parser.add_argument("--out", type=Path, help="write here instead of printing")
+    args = parser.parse_args(argv)
+    if args.shards < 1 or args.workers < 1:
+        parser.error("--shards and --workers must be at least 1")
+    values = bundles.deploy_values(args.assignment, args.shards, args.bundles, Path(args.checkout),
+                                   Path(args.course or args.checkout), args.workers, args.image, args.memory,
+                                   args.time, kind=args.kind)
+    text = bundles.render(args.kind, values)
+    if args.out:
+        args.out.write_text(text, encoding="utf-8")
+        print(f"wrote {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 SETUP_HELP = ("Check that the course's virtual environment and data folder can be read by every user, that "
               "bubblewrap works (bwrap --ro-bind / / true), and see the log above; then grade again.")
 
@@ -517,7 +738,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-sandbox", action="store_true",
                         help="grade without bubblewrap: only for submissions you trust (limits still apply)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    parser.add_argument("--shard", metavar="i/N", help="grade only shard i of N (counted from 0) of the (student, "
+                        "assignment) pairs and write a bundle (--bundle) instead of the gradebook and reports; N alone "
+                        "takes i from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID (Slurm)")
+    parser.add_argument("--bundle", metavar="DIR", help="with --shard: the folder for the shard's bundle ({shard} is "
+                        "replaced by the shard's index); merge bundles with `bash course.sh grade merge DIR...`")
+    parser.add_argument("--scheduler", metavar="ADDRESS", help="grade on a Dask cluster (tcp://HOST:8786), one task "
+                        "per submission; this process alone writes the gradebook (pip install the 'cluster' extra)")
+    raw = list(sys.argv[1:] if argv is None else argv)
+    if raw[:1] == ["merge"]:
+        return merge_main(raw[1:])
+    if raw[:1] == ["deploy"]:
+        return deploy_main(raw[1:])
+    args = parser.parse_args(raw)
+    shard = bundle = None
+    if args.shard is not None or args.bundle is not None:
+        if args.shard is None or args.bundle is None:
+            parser.error("--shard and --bundle go together: a shard writes its results into a bundle, and "
+                         "`bash course.sh grade merge` brings the bundles into the gradebook")
+        if args.scheduler:
+            parser.error("--shard and --scheduler are two ways to spread grading: use one")
+        try:
+            shard = bundles.parse_shard(args.shard)
+        except bundles.ShardError as exc:
+            parser.error(str(exc))
+        bundle = Path(args.bundle.replace("{shard}", str(shard[0]))).absolute()
 
     from nbgrader.api import Gradebook
 
@@ -538,6 +783,11 @@ def main(argv: list[str] | None = None) -> int:
                          "run `bash course.sh release` first")
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if bundle is not None:
+        try:
+            bundles.prepare_bundle(bundle)
+        except (bundles.BundleError, OSError) as exc:
+            parser.error(str(exc))
     use_bwrap = not args.no_sandbox and bwrap_available()
     if not use_bwrap and not args.no_sandbox:
         print(f"course.sh grade: {SANDBOX_HELP}", file=sys.stderr)
@@ -589,6 +839,8 @@ def main(argv: list[str] | None = None) -> int:
         found_students[a] = list(everyone)  # the report describes the whole class, whoever this run grades
         for found in discover(submissions, a, students, notebooks[a]):
             found_students[a].append(found.student)
+            if shard is not None and bundles.shard_of(found.student, a, shard[1]) != shard[0]:
+                continue  # another shard's
             rows += found.rows
             for path, nb in found.tasks:
                 source = root / "solutions" / a / f"{nb}.ipynb"
@@ -596,10 +848,16 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(Result(found.student, a, nb, "grader error",
                                        f"no notebook {nb}.ipynb in solutions/{a}: run `bash course.sh release`"))
                     continue
-                tasks.append(Task(found.student, a, str(path), str(source), db_url,
-                                  str(root / "autograder" / "autograded" / found.student / a),
-                                  str(root / "autograder" / "reports" / a / "logs" / f"{found.student}.log"),
+                autograded = root / "autograder" / "autograded" / found.student / a
+                log = root / "autograder" / "reports" / a / "logs" / f"{found.student}.log"
+                if bundle is not None:
+                    autograded, log = bundles.bundle_paths(bundle, found.student, a)
+                tasks.append(Task(found.student, a, str(path), str(source), db_url, str(autograded), str(log),
                                   limits, use_bwrap, drop_uid, str(data) if data else None, nb))
+    if shard is not None and not tasks and not rows:
+        bundles.write_bundle(bundle, bundles.manifest(root, wanted, shard, found_students), [])
+        print(f"shard {shard[0]}/{shard[1]}: no submissions fall to it; wrote an empty bundle to {bundle}")
+        return 0
     if not tasks and not rows:
         print(f"no submissions for {', '.join(wanted)} under {submissions}", file=sys.stderr)
         return 1
@@ -622,7 +880,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"course.sh grade: stopped before grading anything: {failed}. {SETUP_HELP}", file=sys.stderr)
         return 3
 
-    for r in rows:  # not graded: an earlier score of the student's is not kept for a submission now misnamed
+    for r in rows if shard is None else []:  # not graded: an earlier score is not kept for a submission now misnamed
         if r.status in ("ungradable", "misnamed"):
             try:
                 if record(db_url, r, test_ids[(r.assignment, r.notebook)]):
@@ -640,15 +898,30 @@ def main(argv: list[str] | None = None) -> int:
     with tqdm(total=len(tasks), unit="submission", disable=args.quiet, file=sys.stderr) as bar:
         def done(result: Result, task: Task) -> None:
             try:
-                record(db_url, result, test_ids[(task.assignment, task.notebook)])
+                if shard is None:  # a shard writes its bundle, never the gradebook
+                    record(db_url, result, test_ids[(task.assignment, task.notebook)])
             except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
                 result.status = "grader error"
                 result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
             bar.set_postfix_str(f"{result.student[:20]}: {result.status}")
             bar.update()
 
-        results = run_pool(tasks, min(args.workers, max(len(tasks), 1)), drop_uid, done, stop=set_up_failed)
-        if any(set_up_failed(r) for r in results):
+        if args.scheduler:
+            import cluster
+
+            try:
+                results = cluster.run_dask(tasks, args.scheduler, done)
+            except cluster.ClusterError as exc:
+                print(f"course.sh grade: {exc}", file=sys.stderr)
+                return 2
+            except Exception as exc:  # noqa: BLE001 - the cluster failed, not a student: say so, record no one else
+                print(f"course.sh grade: grading on the Dask cluster at {args.scheduler} stopped: "
+                      f"{type(exc).__name__}: {exc}. The submissions finished before it are in the gradebook; "
+                      "grade again to finish the others (or grade here without --scheduler).", file=sys.stderr)
+                return 3
+        else:
+            results = run_pool(tasks, min(args.workers, max(len(tasks), 1)), drop_uid, done, stop=set_up_failed)
+        if not args.scheduler and any(set_up_failed(r) for r in results):
             # A sandbox did not start for a submission. If a fresh one does not start either, the grader's set-up
             # is broken: stop, recording no one for it. If it does (the machine was busy, a neighbour exhausted
             # it), grade what failed or was not started again, one at a time; what fails again is a grader error.
@@ -662,20 +935,19 @@ def main(argv: list[str] | None = None) -> int:
             results = [r for r in results if not set_up_failed(r)] + run_pool(again, 1, drop_uid, done)
     elapsed = time.monotonic() - started
 
-    from report import write_report
+    if shard is not None:
+        bundles.write_bundle(bundle, bundles.manifest(root, wanted, shard, found_students), results + rows)
+        errors = sum(1 for r in results + rows if r.status == "grader error")
+        print(f"shard {shard[0]}/{shard[1]}: {len(results)} submissions graded in {elapsed:.1f} s, {len(rows)} rows "
+              f"not graded (missing, misnamed, not a folder), {errors} grader errors; bundle: {bundle}. Merge the "
+              "bundles with `bash course.sh grade merge DIR...`.")
+        return 1 if errors else 0
 
     errors = 0
     for a in wanted:
         mine = [r for r in results + rows if r.assignment == a]
+        whole = write_reports(root, db_url, a, mine, found_students.get(a, []))
         out = root / "autograder" / "reports" / a
-        out.mkdir(parents=True, exist_ok=True)
-        for r in mine:
-            save_result(out, r)
-        whole = class_results(db_url, a, out, found_students.get(a, []))
-        write_csv(out / "grades.csv", whole)
-        write_report(out / "report.html", a, whole)
-        (out / "results.json").write_text(json.dumps([asdict(r) | {"score": r.score, "max_score": r.max_score}
-                                                      for r in whole], indent=1), encoding="utf-8")
         count = {k: sum(1 for r in mine if r.status == k) for k in NOT_GRADED}
         flagged = sum(1 for r in mine if r.flags)
         errors += count["grader error"]
