@@ -66,8 +66,8 @@ def parse_shard(text: str, environ: dict[str, str] | None = None) -> tuple[int, 
             index = int(env[name])
         except ValueError:
             raise ShardError(f"{name}={env[name]!r} is not a shard index") from None
-        if name == "SLURM_ARRAY_TASK_ID" and env.get("SLURM_ARRAY_TASK_MIN", "").isdigit():
-            index -= int(env["SLURM_ARRAY_TASK_MIN"])  # --array=1-8 numbers its tasks from 1
+        # The task id is the shard itself (the templates number the array from 0), also when one task is run
+        # again alone (sbatch --array=5 sets SLURM_ARRAY_TASK_MIN=5 too: it is not subtracted).
     if not 0 <= index < total:
         raise ShardError(f"shard index {index} is outside 0..{total - 1} (--shard {text!r})")
     return index, total
@@ -80,14 +80,6 @@ def shard_of(student: str, assignment: str, total: int) -> int:
 
 
 # -- what makes two bundles comparable ------------------------------------------------------------------------------
-def _hash_files(paths: list[Path], root: Path) -> str:
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        h.update(str(path.relative_to(root)).encode() + b"\0")
-        h.update(path.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
 def course_id(root: Path) -> str:
     """nbgrader's course id from ``autograder/nbgrader_config.py``."""
     text = (root / "autograder" / "nbgrader_config.py").read_text(encoding="utf-8")
@@ -96,8 +88,15 @@ def course_id(root: Path) -> str:
 
 
 def release_of(root: Path, assignment: str) -> str:
-    """The release of an assignment: a hash of its source notebooks (answers, tests and hidden tests)."""
-    return _hash_files(list((root / "solutions" / assignment).glob("*.ipynb")), root)
+    """The release of an assignment: a hash of its source notebooks' cells (sources, types and nbgrader
+    metadata: answers, tests and hidden tests), not of outputs or other metadata a save may change."""
+    h = hashlib.sha256()
+    for path in sorted((root / "solutions" / assignment).glob("*.ipynb")):
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        cells = [[c.get("cell_type"), "".join(c.get("source", "")), c.get("metadata", {}).get("nbgrader", {})]
+                 for c in nb.get("cells", [])]
+        h.update(path.name.encode() + b"\0" + json.dumps(cells, sort_keys=True).encode() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def grader_version() -> str:
@@ -118,7 +117,7 @@ def manifest(root: Path, assignments: list[str], shard: tuple[int, int], student
     return {"format": FORMAT, "course": course_id(root), "grader": grader_version(),
             "releases": {a: release_of(root, a) for a in assignments}, "shard": list(shard),
             "students": {a: sorted(s) for a, s in students.items()}, "host": socket.gethostname(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "created_unix": time.time()}
 
 
 # -- a shard's bundle -------------------------------------------------------------------------------------------
@@ -141,16 +140,40 @@ def write_bundle(bundle: Path, info: dict, results: list) -> None:
     os.replace(bundle / "bundle.tmp", bundle / "bundle.json")
 
 
-def prepare_bundle(bundle: Path) -> None:
-    """An empty folder for a shard's bundle (a bundle of an earlier run of the same shard is replaced)."""
+def prepare_bundle(bundle: Path, shard: tuple[int, int]) -> None:
+    """An empty folder for shard ``shard``'s bundle, marked with the shard (a crashed run leaves the mark). An
+    earlier bundle of the same shard is replaced; one of another shard, or files that are not a bundle, never."""
     if bundle.is_symlink() or (bundle.exists() and not bundle.is_dir()):
         raise BundleError(f"--bundle {bundle} is not a folder")
     if bundle.is_dir() and any(bundle.iterdir()):
-        if not (bundle / "bundle.json").is_file() and not (bundle / "results").is_dir():
+        mark = _shard_mark(bundle)
+        if mark is None:
             raise BundleError(f"--bundle {bundle} holds files that are not a grading bundle: name an empty or new "
                               "folder")
+        if mark != list(shard):
+            raise BundleError(f"--bundle {bundle} holds the bundle of shard {mark[0]}/{mark[1]}: give each shard a "
+                              "folder of its own (put {shard} in the path: --bundle DIR/shard-{shard})")
         shutil.rmtree(bundle)
     bundle.mkdir(parents=True, exist_ok=True)
+    (bundle / "shard.json").write_text(json.dumps({"shard": list(shard)}), encoding="utf-8")
+
+
+def _shard_mark(bundle: Path) -> list[int] | None:
+    for name in ("bundle.json", "shard.json"):
+        try:
+            shard = json.loads((bundle / name).read_text(encoding="utf-8")).get("shard")
+            return [int(shard[0]), int(shard[1])]
+        except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError):
+            continue
+    return None
+
+
+class Unfinished(BundleError):
+    """A shard's folder without a manifest: its run did not finish (``shard`` is what its mark says, if any)."""
+
+    def __init__(self, message: str, shard: list[int] | None) -> None:
+        super().__init__(message)
+        self.shard = shard
 
 
 def read_bundle(path: Path, root: Path) -> dict:
@@ -158,8 +181,11 @@ def read_bundle(path: Path, root: Path) -> dict:
     try:
         info = json.loads((path / "bundle.json").read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise BundleError(f"{path}: no bundle.json: not a grading bundle, or its shard has not finished (grade the "
-                          "shard again)") from None
+        mark = _shard_mark(path) if path.is_dir() else None
+        if mark is None:
+            raise BundleError(f"{path}: not a grading bundle (no bundle.json)") from None
+        raise Unfinished(f"{path}: shard {mark[0]}/{mark[1]} has not finished (no bundle.json): grade it again with "
+                         f"--shard {mark[0]}/{mark[1]}", mark) from None
     except (OSError, ValueError) as exc:
         raise BundleError(f"{path}: its bundle.json cannot be read ({exc}): grade the shard again") from None
     if not isinstance(info, dict) or info.get("format") != FORMAT:
@@ -192,7 +218,8 @@ def bundle_results(path: Path, load) -> list:
     out = []
     for file in sorted((path / "results").glob("*/*.json")):
         r = load(file)
-        if r is not None and unquote(file.stem) == r.student and file.parent.name == r.assignment:
+        if (r is not None and unquote(file.stem) == r.student and file.parent.name == r.assignment
+                and r.student and "/" not in r.student and "\\" not in r.student and not r.student.startswith(".")):
             out.append(r)
     return out
 
@@ -234,9 +261,16 @@ def render(kind: str, values: dict[str, object]) -> str:
 def deploy_values(assignment: str, shards: int, bundles_dir: str, checkout: Path, course: Path, workers: int,
                   image: str = "", memory: str = "", time_limit: str = "06:00:00", submissions_claim: str = "",
                   bundles_claim: str = "", kind: str = "k8s") -> dict[str, object]:
-    slug = re.sub(r"[^a-z0-9-]+", "-", f"grade-{assignment}".lower()).strip("-")[:52]
+    slug = re.sub(r"[^a-z0-9-]+", "-", f"grade-{assignment}".lower())[:52].strip("-")
+    for label, value in (("--bundles", bundles_dir), ("--checkout", checkout), ("--course", course),
+                         ("--image", image)):
+        if not re.fullmatch(r"[A-Za-z0-9_./:@+-]*", str(value)):
+            raise ValueError(f"{label} {value!r}: a path on the cluster's nodes may hold only letters, digits and "
+                             "_ . / : @ + - (the job files carry it unquoted): choose one without spaces")
     return {"JOB": slug, "SHARDS": shards, "LAST": shards - 1, "ASSIGNMENT": assignment, "CHECKOUT": checkout,
             "COURSE": course, "BUNDLES": bundles_dir, "WORKERS": workers,
-            "MEMORY": memory or ("8Gi" if kind == "k8s" else "8G"), "IMAGE": image or "REPLACE-WITH-YOUR-IMAGE",
+            # each submission may use Limits.memory_mb (4 GiB) plus the grader's own 1.5: no neighbour's use
+            # pushes a node's grading into an out-of-memory kill that would read as the student's
+            "MEMORY": memory or (f"{6 * workers}Gi" if kind == "k8s" else f"{6 * workers}G"), "IMAGE": image or "REPLACE-WITH-YOUR-IMAGE",
             "TIME": time_limit, "SUBMISSIONS_CLAIM": submissions_claim or "grading-submissions",
             "BUNDLES_CLAIM": bundles_claim or "grading-bundles"}

@@ -6,8 +6,11 @@ Each Dask worker grades a submission exactly as a worker of the local pool does 
 the same sandbox, limits and user-id leasing, no network for the student's code), one submission at a time per
 worker process, into a folder of its own; the autograded notebook and the log come back with the result, and
 this process writes them, and the gradebook, where a local run does. A worker that dies mid-task has its
-submission rescheduled by Dask on another worker; a submission whose grading fails twice (two workers died
-under it, or the grader failed twice) is reported ungradable with both reasons, never lost.
+submission rescheduled by Dask on another worker (up to its ``distributed.scheduler.allowed-failures``, 3 by
+default; then Dask gives up with KilledWorker, and this process submits it once more). A submission whose
+grading fails twice is reported with both reasons: ungradable when the processes grading it died each time (as
+a local worker that dies twice), a grader error (recorded for no one) otherwise. When the scheduler stops
+answering, grading stops, and the submissions finished by then are recorded.
 
 What a worker needs: this course checkout at the same path as here (it imports the grader from it and reads the
 course's notebooks and gradebook), the submissions at the same path (a shared filesystem), bubblewrap with
@@ -65,11 +68,20 @@ def _client(address: str):
                            "and that `dask scheduler` runs there") from None
 
 
+class ClusterStopped(ClusterError):
+    """The cluster stopped answering (the scheduler went away, the client was closed): grading stops here."""
+
+
+def _died(exc: BaseException) -> bool:
+    """Whether the process grading a submission died under it (Dask's KilledWorker, or the worker's grading
+    child breaking): the only failures that may make a submission ungradable."""
+    return type(exc).__name__ in ("KilledWorker", "BrokenProcessPool")
+
+
 def _describe(exc: BaseException) -> str:
-    name = type(exc).__name__
-    if name == "KilledWorker":
-        return f"the worker grading it died ({exc})"
-    return f"{name}: {exc}"[:400]
+    if type(exc).__name__ == "KilledWorker":
+        return f"the workers grading it died ({exc})"
+    return f"{type(exc).__name__}: {exc}"[:400]
 
 
 def run_dask(tasks: list, address: str, done) -> list:
@@ -95,13 +107,17 @@ def run_dask(tasks: list, address: str, done) -> list:
             task, reasons = pending.pop(future)
             try:
                 payload = future.result()
-                result = grade.apply_cluster_payload(task, payload)
-            except Exception as exc:  # noqa: BLE001 - a failed grading is retried once, then reported
-                reasons = [*reasons, _describe(exc)]
+            except Exception as exc:  # noqa: BLE001 - a failed grading is tried once more, then reported
+                if "Cancelled" in type(exc).__name__ or getattr(client, "status", "running") != "running":
+                    raise ClusterStopped(f"the cluster stopped answering ({type(exc).__name__}: {exc})") from None
+                reasons = [*reasons, (_describe(exc), _died(exc))]
                 if len(reasons) < 2:
                     stream.add(submit(task, reasons))
                     continue
-                result = grade.cluster_failure(task, "its grading failed on two workers: " + "; ".join(reasons))
+                result = grade.cluster_failure(task, "its grading failed twice on the cluster: "
+                                               + "; ".join(r for r, _ in reasons), all(d for _, d in reasons))
+            else:
+                result = grade.apply_cluster_payload(task, payload)  # an error here is the driver's: it stops
             results.append(result)
             done(result, task)
     finally:
@@ -118,4 +134,4 @@ def worker_count(address: str) -> int:
         client.close()
 
 
-__all__ = ["ClusterError", "DASK_PIN", "run_dask", "worker_count"]
+__all__ = ["ClusterError", "ClusterStopped", "DASK_PIN", "run_dask", "worker_count"]

@@ -222,8 +222,9 @@ _ONE_AT_A_TIME = threading.Lock()  # a cluster worker process grades one submiss
 
 
 def cluster_fields(task: Task) -> dict:
-    """What a Dask worker needs of a task: plain data (the worker imports its own copy of this module)."""
-    return asdict(task)
+    """What a Dask worker needs of a task: plain data (the worker imports its own copy of this module), and the
+    grader's version, which the worker's copy must share."""
+    return asdict(task) | {"grader_version": bundles.grader_version()}
 
 
 def grade_in_cluster_worker(fields: dict) -> dict:
@@ -260,7 +261,13 @@ def _grade_in_cluster_worker(fields: dict) -> dict:
             config["daemon"] = daemonic
         _CLUSTER_WORKER.update(use_bwrap=use_bwrap, drop_uid=drop_uid, pool=pool)
     fields = dict(fields)
+    wanted = fields.pop("grader_version", None)
     fields["limits"] = Limits(**fields["limits"]) if isinstance(fields["limits"], dict) else fields["limits"]
+    if wanted != bundles.grader_version():
+        result = Result(fields["student"], fields["assignment"], fields["notebook"] or Path(fields["path"]).stem,
+                        "grader error", f"the worker on {os.uname().nodename} has another version of the grader "
+                        f"({bundles.grader_version()}, the driver's is {wanted}): give every node the same checkout")
+        return {"result": asdict(result), "files": {}, "log": ""}
     if fields["use_bwrap"] and not _CLUSTER_WORKER["use_bwrap"]:
         result = Result(fields["student"], fields["assignment"], fields["notebook"] or Path(fields["path"]).stem,
                         "grader error", f"the worker on {os.uname().nodename} has no working bubblewrap: install it "
@@ -273,7 +280,10 @@ def _grade_in_cluster_worker(fields: dict) -> dict:
         try:
             result = _CLUSTER_WORKER["pool"].submit(grade_submission, Task(**fields)).result()
         except BaseException:
+            pool = _CLUSTER_WORKER.pop("pool", None)
             _CLUSTER_WORKER.clear()  # a broken child: the next submission starts a fresh one
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
             raise
         out = Path(fields["autograded"])
         files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} \
@@ -302,8 +312,13 @@ def apply_cluster_payload(task: Task, payload: dict) -> Result:
     return result
 
 
-def cluster_failure(task: Task, reason: str) -> Result:
-    return _failed(task, reason)
+def cluster_failure(task: Task, reason: str, died: bool) -> Result:
+    """Grading failed twice on the cluster: ungradable when each time the process grading it died (as a local
+    worker that dies twice), else a failure of the grader's (recorded for no one)."""
+    if died:
+        return _failed(task, reason)
+    return Result(task.student, task.assignment, task.notebook or Path(task.path).stem, "grader error",
+                  boundary.keep_text(f"grader error (please report it): {reason}", 1000))
 
 
 # -- the batch ------------------------------------------------------------------------------
@@ -617,23 +632,36 @@ def merge_main(argv: list[str]) -> int:
     db_url = f"sqlite:///{db_path}"
     if not db_path.is_file():
         parser.error(f"no gradebook at {db_path}: run `bash course.sh release` first")
-    infos, refused = [], []
+    with Gradebook(db_url) as gb:
+        known = {a.name: sorted(n.name for n in a.notebooks) for a in gb.assignments}
+        test_ids = {(a, nb): [c.name for c in gb.find_notebook(nb, a).grade_cells if c.cell_type == "code"]
+                    for a, nbs in known.items() for nb in nbs}
+    infos, refused, unfinished = [], [], []
     for path in args.bundles:
         try:
-            infos.append((path.absolute(), bundles.read_bundle(path, root)))
+            info = bundles.read_bundle(path, root)
+        except bundles.Unfinished as exc:  # a shard that crashed: its students are reported as not graded yet
+            unfinished.append(str(exc))
+            continue
         except bundles.BundleError as exc:
             refused.append(str(exc))
+            continue
+        lacking = sorted(set(info.get("releases", {})) - set(known))
+        if lacking:
+            refused.append(f"{path}: grades {', '.join(lacking)}, which the gradebook does not have: run "
+                           "`bash course.sh release` first")
+            continue
+        infos.append((path.absolute(), info))
     if refused:
         for line in refused:
             print(f"course.sh grade merge: refused: {line}", file=sys.stderr)
         print(f"course.sh grade merge: nothing was merged ({len(refused)} of {len(args.bundles)} bundles refused)",
               file=sys.stderr)
         return 2
-    infos.sort(key=lambda item: (item[1].get("created", ""), str(item[0])))  # a later run of a shard wins
-    with Gradebook(db_url) as gb:
-        known = {a.name: sorted(n.name for n in a.notebooks) for a in gb.assignments}
-        test_ids = {(a, nb): [c.name for c in gb.find_notebook(nb, a).grade_cells if c.cell_type == "code"]
-                    for a, nbs in known.items() for nb in nbs}
+    for line in unfinished:
+        print(f"course.sh grade merge: {line}", file=sys.stderr)
+    # A later run of a shard wins.
+    infos.sort(key=lambda item: (float(item[1].get("created_unix", 0.0)), str(item[0])))
     merged: dict[str, dict[str, Result]] = {}
     everyone: dict[str, set[str]] = {}
     seen: dict[int, set[int]] = {}
@@ -643,8 +671,9 @@ def merge_main(argv: list[str]) -> int:
         seen.setdefault(total, set()).add(int(info["shard"][0]))
         for a, students in dict(info.get("students", {})).items():
             everyone.setdefault(a, set()).update(students)
-        for r in bundles.bundle_results(path, _load_result):
-            if r.assignment not in known or (r.assignment, r.notebook) not in test_ids:
+        loaded = bundles.bundle_results(path, _load_result)
+        for r in loaded:
+            if (r.assignment, r.notebook) not in test_ids:
                 r.status, r.reason = "grader error", f"the gradebook has no notebook {r.notebook} in {r.assignment}"
             else:
                 try:
@@ -654,20 +683,26 @@ def merge_main(argv: list[str]) -> int:
                     r.status = "grader error"
                     r.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)
             merged.setdefault(r.assignment, {})[r.student] = r
-    # Students of a shard no bundle brought: not graded yet, never "missing".
-    for total, indices in seen.items():
-        for index in sorted(set(range(total)) - indices):
-            for a, students in everyone.items():
-                saved = root / "autograder" / "reports" / a / "results"
-                for student in sorted(students):
-                    if bundles.shard_of(student, a, total) != index or student in merged.get(a, {}):
-                        continue
-                    if _result_file(saved, student).is_file():
-                        continue  # an earlier merge or run graded them
-                    merged.setdefault(a, {})[student] = Result(
-                        student, a, (known.get(a) or ["?"])[0], "grader error",
-                        f"not graded yet: shard {index}/{total} has not been merged (grade it with --shard "
-                        f"{index}/{total} and merge its bundle)")
+        if len(loaded) != int(info.get("count", len(loaded))):
+            print(f"course.sh grade merge: {path} should hold {info.get('count')} results and {len(loaded)} could be "
+                  "read: the students without one are reported as not graded", file=sys.stderr)
+    # Every student of the class gets a row: one whose shard brought no result (a shard not merged, crashed, or
+    # a result file lost) is not graded yet, never missing; one graded by an earlier merge or run keeps it.
+    waiting = 0
+    for a, students in everyone.items():
+        saved = root / "autograder" / "reports" / a / "results"
+        for student in sorted(students):
+            if student in merged.get(a, {}):
+                continue
+            before = _load_result(_result_file(saved, student)) if _result_file(saved, student).is_file() else None
+            if before is not None and not before.reason.startswith("not graded yet"):
+                continue
+            where = [f"{bundles.shard_of(student, a, t)}/{t}" for t in sorted(seen)]
+            merged.setdefault(a, {})[student] = Result(
+                student, a, (known.get(a) or ["?"])[0], "grader error",
+                f"not graded yet: no merged bundle holds this student (shard {' or '.join(where)}): grade that shard "
+                "with --shard and merge its bundle")
+            waiting += 1
     for a in sorted(merged):
         mine = list(merged[a].values())
         whole = write_reports(root, db_url, a, mine, sorted(everyone.get(a, set())))
@@ -676,9 +711,10 @@ def merge_main(argv: list[str]) -> int:
               f"{root / 'autograder' / 'reports' / a / 'report.html'}")
     for total, indices in seen.items():
         if missing := sorted(set(range(total)) - indices):
-            print(f"course.sh grade merge: shards {', '.join(f'{i}/{total}' for i in missing)} have no bundle here: "
-                  "their students are reported as not graded yet", file=sys.stderr)
-    return 1 if errors else 0
+            print(f"course.sh grade merge: shards {', '.join(f'{i}/{total}' for i in missing)} have no bundle in "
+                  f"this merge" + (f"; {waiting} students are reported as not graded yet" if waiting else ""),
+                  file=sys.stderr)
+    return 1 if errors or waiting or unfinished else 0
 
 
 def deploy_main(argv: list[str]) -> int:
@@ -700,9 +736,12 @@ def deploy_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.shards < 1 or args.workers < 1:
         parser.error("--shards and --workers must be at least 1")
-    values = bundles.deploy_values(args.assignment, args.shards, args.bundles, Path(args.checkout),
-                                   Path(args.course or args.checkout), args.workers, args.image, args.memory,
-                                   args.time, kind=args.kind)
+    try:
+        values = bundles.deploy_values(args.assignment, args.shards, args.bundles, Path(args.checkout),
+                                       Path(args.course or args.checkout), args.workers, args.image, args.memory,
+                                       args.time, kind=args.kind)
+    except ValueError as exc:
+        parser.error(str(exc))
     text = bundles.render(args.kind, values)
     if args.out:
         args.out.write_text(text, encoding="utf-8")
@@ -785,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--workers must be at least 1")
     if bundle is not None:
         try:
-            bundles.prepare_bundle(bundle)
+            bundles.prepare_bundle(bundle, shard)
         except (bundles.BundleError, OSError) as exc:
             parser.error(str(exc))
     use_bwrap = not args.no_sandbox and bwrap_available()

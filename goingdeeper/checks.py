@@ -199,7 +199,10 @@ def call(function: Any, *args: Any, name: str | None = None, copy: bool = True, 
         else:
             caught = []
             result = function(*args, **kwargs)
-    except NotImplementedError:
+    except NotImplementedError as exc:
+        if str(exc):  # not the release's bare placeholder: torch's "missing forward", a raise with a message
+            where = student_line(exc)
+            _fail(f"{label} raised NotImplementedError: {exc}" + (f" (at {where})" if where else ""))
         _fail(f"{label} is not implemented yet: replace `raise NotImplementedError()` with your code.")
     except CheckFailed:
         raise

@@ -102,6 +102,10 @@ def test_shards_from_the_templates_merge_into_what_one_local_run_writes(class_fo
     assert run.returncode == 0, run.stdout + run.stderr
     assert (shared / "shard-0" / "bundle.json").is_file() and "shard 0/2" in run.stdout
     assert not (root / "autograder" / "reports").exists(), "a shard touched the course's reports"
+    # A second shard pointed at the same folder is refused, and shard 0's bundle stays.
+    run = _run([*GRADE, A, "--course", str(root), "--shard", "1/2", "--bundle", str(shared / "shard-0")])
+    assert run.returncode == 2 and "holds the bundle of shard 0/2" in run.stderr
+    assert (shared / "shard-0" / "bundle.json").is_file()
     # Shard 1 as the Slurm array's task 1 runs it: the rendered script itself, SLURM_ARRAY_TASK_ID=1.
     script = tmp_path / "grade.sbatch"
     script.write_text(bundles.render("slurm", values))
@@ -151,15 +155,16 @@ def test_shards_from_the_templates_merge_into_what_one_local_run_writes(class_fo
     unfinished = tmp_path / "unfinished"
     shutil.copytree(shared / "shard-0", unfinished)
     (unfinished / "bundle.json").unlink()
-    merge = _run([*GRADE, "merge", str(unfinished), "--course", str(root)])
-    assert merge.returncode == 2 and "has not finished" in merge.stderr
+    merge = _run([*GRADE, "merge", str(unfinished), "--course", str(root)])  # a shard that crashed: a warning
+    assert merge.returncode == 1 and "has not finished" in merge.stderr and "Traceback" not in merge.stderr
     assert {p: p.read_bytes() for p in before} == before
 
 
 def test_shard_arguments_say_what_to_write(tmp_path):
     assert bundles.parse_shard("3/8", {}) == (3, 8)
     assert bundles.parse_shard("8", {"JOB_COMPLETION_INDEX": "5"}) == (5, 8)
-    assert bundles.parse_shard("4", {"SLURM_ARRAY_TASK_ID": "4", "SLURM_ARRAY_TASK_MIN": "1"}) == (3, 4)
+    # One task of the array run again alone (sbatch --array=3) is still shard 3.
+    assert bundles.parse_shard("4", {"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_MIN": "3"}) == (3, 4)
     for text, env, words in (("8", {}, "neither JOB_COMPLETION_INDEX nor SLURM_ARRAY_TASK_ID"),
                              ("8/8", {}, "outside 0..7"), ("a/b", {}, "write i/N"), ("0", {}, "at least 1")):
         with pytest.raises(bundles.ShardError, match=words):
@@ -248,6 +253,8 @@ def test_a_submission_whose_grading_fails_on_two_workers_is_ungradable_with_both
             fields = self.args[0]
             if fields["student"] == "doomed":
                 raise KilledWorker(f"attempt on worker {len(attempts)}")
+            if fields["student"] == "misconfigured":
+                raise ModuleNotFoundError("No module named 'grade'")
             return {"result": {"student": fields["student"], "assignment": A, "notebook": A, "cells": []},
                     "files": {}, "log": "ok\n", "host": "stand-in"}
 
@@ -280,13 +287,15 @@ def test_a_submission_whose_grading_fails_on_two_workers_is_ungradable_with_both
     limits = grade.Limits()
     tasks = [grade.Task(s, A, str(tmp_path / s / NAME), str(tmp_path / "src.ipynb"), "sqlite://",
                         str(tmp_path / "out" / s), str(tmp_path / "logs" / f"{s}.log"), limits, True, False, None, A)
-             for s in ("fine", "doomed")]
+             for s in ("fine", "doomed", "misconfigured")]
     seen = []
     results = cluster.run_dask(tasks, "tcp://stand-in:8786", lambda r, t: seen.append((r.student, r.status)))
-    assert attempts.count("doomed") == 2 and attempts.count("fine") == 1
+    assert attempts.count("doomed") == 2 and attempts.count("fine") == 1 and attempts.count("misconfigured") == 2
     by = {r.student: r for r in results}
     assert by["fine"].status == "graded" and by["doomed"].status == "ungradable"
-    assert "failed on two workers" in by["doomed"].reason
-    assert "died (attempt on worker 2)" in by["doomed"].reason and "attempt on worker 3" in by["doomed"].reason
-    assert sorted(seen) == [("doomed", "ungradable"), ("fine", "graded")]
+    assert "failed twice on the cluster" in by["doomed"].reason
+    assert "died (attempt on worker" in by["doomed"].reason and by["doomed"].reason.count("attempt on worker") == 2
+    # A failure that is not a dead grading process is the grader's: recorded for no one, never a student's 0.
+    assert by["misconfigured"].status == "grader error" and "No module named 'grade'" in by["misconfigured"].reason
+    assert sorted(seen) == [("doomed", "ungradable"), ("fine", "graded"), ("misconfigured", "grader error")]
     assert "[graded on stand-in]" in (tmp_path / "logs" / "fine.log").read_text()
