@@ -93,7 +93,11 @@ def test_shards_from_the_templates_merge_into_what_one_local_run_writes(class_fo
     root = _copy(class_folder, tmp_path / "course")
     shared = tmp_path / "bundles"
     shared.mkdir()
-    values = bundles.deploy_values(A, 2, str(shared), ROOT, root, 2)
+    # The job files carry paths unquoted (deploy refuses one with a space): a checkout under a path with spaces
+    # (CI's) is reached through a link without any.
+    checkout = tmp_path / "checkout"
+    checkout.symlink_to(ROOT)
+    values = bundles.deploy_values(A, 2, str(shared), checkout, root, 2)
     # Shard 0 as the Kubernetes Indexed Job's pod 0 runs it: the container's command, JOB_COMPLETION_INDEX=0.
     job = yaml.safe_load(bundles.render("k8s", dict(values, IMAGE="goingdeeper:test")))
     assert job["kind"] == "Job" and job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
