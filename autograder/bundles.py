@@ -21,6 +21,7 @@ merged yet are reported as not graded, with the shard to run, never as missing.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -99,9 +100,11 @@ def release_of(root: Path, assignment: str) -> str:
     return h.hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=None)
 def grader_version() -> str:
     """The grader's version: a hash of its own code (this folder's), of the references and of the package whose
-    checks the test cells call (the copy this process imports)."""
+    checks the test cells call (the copy this process imports). Read once per process: the Dask driver sends it
+    with every submission and each worker compares it."""
     import goingdeeper
 
     here, package = Path(__file__).resolve().parent, Path(goingdeeper.__file__).resolve().parent

@@ -261,12 +261,12 @@ def _grade_in_cluster_worker(fields: dict) -> dict:
             config["daemon"] = daemonic
         _CLUSTER_WORKER.update(use_bwrap=use_bwrap, drop_uid=drop_uid, pool=pool)
     fields = dict(fields)
-    wanted = fields.pop("grader_version", None)
+    wanted, mine = fields.pop("grader_version", None), bundles.grader_version()
     fields["limits"] = Limits(**fields["limits"]) if isinstance(fields["limits"], dict) else fields["limits"]
-    if wanted != bundles.grader_version():
+    if wanted != mine:
         result = Result(fields["student"], fields["assignment"], fields["notebook"] or Path(fields["path"]).stem,
                         "grader error", f"the worker on {os.uname().nodename} has another version of the grader "
-                        f"({bundles.grader_version()}, the driver's is {wanted}): give every node the same checkout")
+                        f"({mine}, the driver's is {wanted}): give every node the same checkout")
         return {"result": asdict(result), "files": {}, "log": ""}
     if fields["use_bwrap"] and not _CLUSTER_WORKER["use_bwrap"]:
         result = Result(fields["student"], fields["assignment"], fields["notebook"] or Path(fields["path"]).stem,
