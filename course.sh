@@ -20,6 +20,11 @@
 #                                 (--shard i/N --bundle DIR: one shard of a large class; --scheduler ADDRESS: on Dask)
 #   bash course.sh grade merge DIR...         the shards' bundles into the gradebook and the class's reports
 #   bash course.sh grade deploy k8s|slurm A   a Kubernetes Indexed Job or a Slurm array script for the shards
+#   bash course.sh grade report A|all         rebuild the class's reports from the gradebook, grading nothing
+#   bash course.sh roster import FILE         the LMS's roster CSV (Canvas or Moodle) into the gradebook
+#   bash course.sh export canvas|moodle A|all --out FILE   grades in the layout the LMS imports
+#   bash course.sh feedback release A         every student's feedback at once, after the last extension
+#   bash course.sh similarity A               pairs of students with similar answers, into the report
 #
 # The virtual environment lives in .venv/ (override with GOINGDEEPER_VENV) and is
 # reused; it is reinstalled only when requirements.txt or pyproject.toml change, and
@@ -205,6 +210,18 @@ case "$cmd" in
     full_repository_only grade
     setup; activate
     exec python "$ROOT/autograder/grade.py" "$@" ;;
+  roster|export)
+    full_repository_only "$cmd"
+    setup; activate
+    exec python -m instructor.lms "$cmd" "$@" ;;
+  feedback)
+    full_repository_only feedback
+    setup; activate
+    exec python -m instructor.feedback "$@" ;;
+  similarity)
+    full_repository_only similarity
+    setup; activate
+    exec python -m instructor.similarity "$@" ;;
   nbgrader)
     full_repository_only nbgrader
     setup; activate

@@ -140,6 +140,8 @@ def grade_submission(task: Task) -> Result:
         tests = [c for c in course if c.role == boundary.TEST]
         student_cells = boundary.read_submission(Path(task.path), result.notes)
         planned = boundary.plan_cells(student_cells, course, result.notes, without_hidden_tests)
+        result.answers = answers_digest(planned)
+        result.timestamp = submission_timestamp(Path(task.path).parent)
         uid = _LEASE.uid if _LEASE is not None else None
         session = Session(result, task.limits, log, uid=uid, use_bwrap=task.use_bwrap,
                           data=Path(task.data) if task.data else None, submission=Path(task.path).parent)
@@ -189,6 +191,31 @@ def grade_submission(task: Task) -> Result:
     return result
 
 
+def answers_digest(planned: list[boundary.PlannedCell]) -> str:
+    """A digest of what the student wrote: the answer cells and the cells of their own, in order."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in planned:
+        if p.role in (boundary.ANSWER, boundary.STUDENT):
+            h.update(f"{p.role}:{p.grade_id or ''}:{len(p.cell.source)}:".encode() + p.cell.source.encode("utf-8", "replace"))
+    return h.hexdigest()[:32]
+
+
+def submission_timestamp(folder: Path) -> str:
+    """The exchange's record of when the student submitted (``timestamp.txt``, which ``nbgrader submit`` writes and
+    ``nbgrader collect`` copies), or '' when there is none. A small regular file, never a link."""
+    try:
+        fd = os.open(folder / "timestamp.txt", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return ""
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return ""
+        text = f.read(200).decode("utf-8", "replace").strip()
+    return text if re.fullmatch(r"[0-9T:.\- +A-Za-z/_]{10,60}", text) else ""
+
+
 def _write_autograded(task: Task, planned: list[boundary.PlannedCell], out_dir: Path) -> None:
     import nbformat
 
@@ -196,18 +223,10 @@ def _write_autograded(task: Task, planned: list[boundary.PlannedCell], out_dir: 
     nb.metadata.update(nbformat.read(task.source, as_version=4).metadata)
     out_dir.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, out_dir / f"{task.notebook or Path(task.path).stem}.ipynb")
-    stamp = Path(task.path).parent / "timestamp.txt"
     target = out_dir / "timestamp.txt"
     target.unlink(missing_ok=True)
-    try:  # nbgrader's submission time: a small regular file, never a link
-        fd = os.open(stamp, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return
-    with os.fdopen(fd, "rb") as f:
-        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            text = f.read(200).decode("utf-8", "replace").strip()
-            if re.fullmatch(r"[0-9T:.\- +]{10,40}", text):
-                target.write_text(text, encoding="utf-8")
+    if text := submission_timestamp(Path(task.path).parent):  # nbgrader's submission time, for its feedback
+        target.write_text(text, encoding="utf-8")
 
 
 def _remove_stale_autograded(out_dir: Path) -> None:
@@ -373,15 +392,20 @@ def _failed(task: Task, reason: str) -> Result:
                   boundary.keep_text(reason, 1000))
 
 
-def record(db_url: str, result: Result, test_ids: list[str]) -> bool:
+def record(db_url: str, result: Result, test_ids: list[str], reports: Path | None = None, term=None) -> bool:
     """Write one result into the gradebook (main process only: one writer).
 
     An ungradable submission gets no automatic score in any cell (replacing an earlier one),
     is marked for manual grading and flagged. A misnamed one (not graded) does the same to an earlier
     grade, if there is one: the gradebook never keeps a score the current submission did not earn.
+    An instructor's manual score or comment (the Formgrader's) is kept while the student's answers are
+    those of the last grading (``reports``: the earlier results) and dropped, with a note, once they changed.
+    The submission's time (the exchange's timestamp.txt), the term's due date and the student's extension go
+    into the gradebook, and the late penalty with them (``term``: :mod:`instructor.term`).
     Returns whether the gradebook was written.
     """
     from nbgrader.api import Gradebook, MissingEntry
+    from nbgrader.utils import parse_utc
 
     if result.status in NOT_GRADED and result.status not in ("ungradable", "misnamed"):
         return False  # nothing was graded: no submission, or the grader failed (the gradebook keeps what it had)
@@ -393,18 +417,61 @@ def record(db_url: str, result: Result, test_ids: list[str]) -> bool:
             except MissingEntry:
                 return False
         gb.update_or_create_student(result.student)
-        gb.update_or_create_submission(result.assignment, result.student)
+        when = {}
+        if result.timestamp:
+            try:
+                when = {"timestamp": parse_utc(result.timestamp)}
+            except (ValueError, OverflowError):
+                result.note(f"the submission's timestamp.txt ({result.timestamp[:60]}) is not a time: lateness unknown")
+        gb.update_or_create_submission(result.assignment, result.student, **when)
+        before = _earlier_answers(reports, result.student) if reports is not None else ""
+        changed = bool(before and result.answers and before != result.answers)
         points = {c.grade_id: c.points for c in result.cells}
+        nb = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
         for gid in test_ids:
             grade = gb.find_grade(gid, result.notebook, result.assignment, result.student)
             if result.status in ("ungradable", "misnamed"):
                 grade.auto_score, grade.needs_manual_grade = None, True
             else:
                 grade.auto_score, grade.needs_manual_grade = points.get(gid, 0.0), False
-        nb = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
+        for grade in nb.grades:
+            if grade.manual_score is not None and changed:
+                result.note(f"dropped the manual score {grade.manual_score:g} of {grade.name}: the answers changed "
+                            "since it was given")
+                grade.manual_score = None
+        for comment in nb.comments:
+            if comment.manual_comment and changed:
+                result.note(f"dropped the comment on {comment.name} ({comment.manual_comment[:80]!r}): the answers "
+                            "changed since it was written")
+                comment.manual_comment = None
         nb.flagged = bool(result.flags) or result.status != "graded"
         gb.db.commit()
+        if term is not None:
+            from instructor.term import assign_late_penalty, sync_submission
+
+            if result.status in ("ungradable", "misnamed"):
+                sync_submission(gb, term, result.assignment, result.student)
+            else:
+                assign_late_penalty(gb, term, result.assignment, result.student, result.notebook)
     return True
+
+
+def _earlier_answers(reports: Path, student: str) -> str:
+    """The answers digest of the student's last recorded grading ('' when unknown)."""
+    path = _result_file(reports / "results", student)
+    earlier = _load_result(path) if path.is_file() else None
+    return earlier.answers if earlier is not None else ""
+
+
+def load_term(root: Path):
+    """The course's term (autograder/term.toml), or a clear exit when it cannot be read."""
+    from instructor.term import TermError
+    from instructor.term import load_term as load
+
+    try:
+        return load(root=root)
+    except TermError as exc:
+        raise SystemExit(f"course.sh grade: {exc}") from None
 
 
 def _preload() -> None:
@@ -531,6 +598,8 @@ def save_result(reports: Path, result: Result) -> None:
     folder = reports / "results"
     folder.mkdir(parents=True, exist_ok=True)
     path = _result_file(folder, result.student)
+    if not result.answers and path.is_file() and (earlier := _load_result(path)) is not None:
+        result.answers = earlier.answers  # a run that never read the answers keeps the last known digest
     path.with_suffix(".tmp").write_text(json.dumps(asdict(result)), encoding="utf-8")
     os.replace(path.with_suffix(".tmp"), path)
 
@@ -577,7 +646,39 @@ def class_results(db_url: str, assignment: str, reports: Path, also: list[str]) 
                 else:
                     r.note("graded outside this command (nbgrader autograde or by hand): scores from the gradebook")
                 rows[student] = r
+        _gradebook_view(gb, assignment, rows)
     return sorted(rows.values(), key=lambda r: r.student)
+
+
+def _gradebook_view(gb, assignment: str, rows: dict[str, Result]) -> None:
+    """What the gradebook adds to each row: scores given by hand (they replace the automatic ones), comments, and
+    the lateness and late penalty of the submission."""
+    from nbgrader.api import MissingEntry
+
+    for r in rows.values():
+        try:
+            sub = gb.find_submission(assignment, r.student)
+            nb = gb.find_submission_notebook(r.notebook, assignment, r.student)
+        except MissingEntry:
+            continue
+        cells = {c.grade_id: c for c in r.cells}
+        r.overrides = []
+        for g in nb.grades:
+            if g.manual_score is not None:
+                auto = "none" if g.auto_score is None else f"{g.auto_score:g}"
+                r.overrides.append(f"{g.name}: {g.manual_score:g} by hand (automatic: {auto})")
+                if g.name in cells:
+                    cells[g.name].points = float(g.manual_score)
+                    cells[g.name].passed = g.manual_score >= cells[g.name].max_points
+        r.overrides += [f"comment on {c.name}: {c.manual_comment[:200]}" for c in nb.comments if c.manual_comment]
+        late = float(sub.total_seconds_late or 0.0)
+        r.penalty = float(nb.late_submission_penalty or 0.0) if r.score is not None else 0.0
+        if late > 0:
+            days, rest = divmod(int(round(late)), 86400)
+            r.late = (f"{days} d {rest // 3600} h late" if days else f"{rest // 3600} h {rest % 3600 // 60} min late") \
+                + (f": -{r.penalty:g} points" if r.penalty else ": no penalty")
+        else:
+            r.late = ""
 
 
 def _safe_cell(value) -> str:
@@ -591,13 +692,15 @@ def write_csv(path: Path, results: list[Result]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
         writer.writerow(["assignment", "student", "notebook", "submitted_as", "status", "reason", "score", "max_score",
-                         "flags", "problems", "notes", "seconds", *cell_ids])
+                         "flags", "problems", "notes", "seconds", "timestamp", "late", "late_penalty", "final_score",
+                         "overrides", *cell_ids])
         for r in sorted(results, key=lambda r: (r.assignment, r.student)):
             by_id = {c.grade_id: c.points for c in r.cells}
             row = [r.assignment, r.student, r.notebook, r.submitted_as, r.status, r.reason,
                    "" if r.score is None else r.score,
                    r.max_score, "; ".join(r.flags), "; ".join(r.problems), "; ".join(r.notes), r.seconds,
-                   *["" if r.score is None else by_id.get(g, "") for g in cell_ids]]
+                   r.timestamp, r.late, r.penalty, "" if r.score is None else round(max(0.0, r.score - r.penalty), 4),
+                   "; ".join(r.overrides), *["" if r.score is None else by_id.get(g, "") for g in cell_ids]]
             writer.writerow([v if isinstance(v, (int, float)) else _safe_cell(v) for v in row])
 
 
@@ -632,6 +735,7 @@ def merge_main(argv: list[str]) -> int:
     db_url = f"sqlite:///{db_path}"
     if not db_path.is_file():
         parser.error(f"no gradebook at {db_path}: run `bash course.sh release` first")
+    term = load_term(root)
     with Gradebook(db_url) as gb:
         known = {a.name: sorted(n.name for n in a.notebooks) for a in gb.assignments}
         test_ids = {(a, nb): [c.name for c in gb.find_notebook(nb, a).grade_cells if c.cell_type == "code"]
@@ -677,7 +781,8 @@ def merge_main(argv: list[str]) -> int:
                 r.status, r.reason = "grader error", f"the gradebook has no notebook {r.notebook} in {r.assignment}"
             else:
                 try:
-                    record(db_url, r, test_ids[(r.assignment, r.notebook)])
+                    record(db_url, r, test_ids[(r.assignment, r.notebook)], root / "autograder" / "reports" / r.assignment,
+                           term)
                     bundles.copy_outputs(path, root, r)
                 except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
                     r.status = "grader error"
@@ -715,6 +820,36 @@ def merge_main(argv: list[str]) -> int:
                   f"this merge" + (f"; {waiting} students are reported as not graded yet" if waiting else ""),
                   file=sys.stderr)
     return 1 if errors or waiting or unfinished else 0
+
+
+def report_main(argv: list[str]) -> int:
+    """``bash course.sh grade report A|all``: rebuild the class's reports from what is recorded, grading nothing."""
+    from nbgrader.api import Gradebook
+
+    parser = argparse.ArgumentParser(prog="bash course.sh grade report",
+                                     description="Rebuild grades.csv, report.html and results.json of an assignment "
+                                                 "from the gradebook and earlier runs, grading nothing.")
+    parser.add_argument("assignment", help="an assignment id or 'all'")
+    parser.add_argument("--course", type=Path, default=HERE.parent, help="course root (default: this repository)")
+    parser.add_argument("--submissions", type=Path, help="submissions folder (default: autograder/submitted)")
+    args = parser.parse_args(argv)
+    root = args.course.resolve()
+    db_path = root / "autograder" / "gradebook.db"
+    if not db_path.is_file():
+        parser.error(f"no gradebook at {db_path}: run `bash course.sh release` first")
+    db_url = f"sqlite:///{db_path}"
+    with Gradebook(db_url) as gb:
+        known = [a.name for a in gb.assignments]
+    wanted = known if args.assignment == "all" else [args.assignment]
+    for a in wanted:
+        if a not in known:
+            parser.error(f"assignment {a!r} is not in the gradebook ({', '.join(known) or 'none'})")
+    submissions = (args.submissions or root / "autograder" / "submitted").absolute()
+    everyone = student_names(submissions) if _is_real_dir(submissions) else []
+    for a in wanted:
+        whole = write_reports(root, db_url, a, [], everyone)
+        print(f"{a}: the class ({len(whole)} students): {root / 'autograder' / 'reports' / a / 'report.html'}")
+    return 0
 
 
 def deploy_main(argv: list[str]) -> int:
@@ -789,6 +924,8 @@ def main(argv: list[str] | None = None) -> int:
         return merge_main(raw[1:])
     if raw[:1] == ["deploy"]:
         return deploy_main(raw[1:])
+    if raw[:1] == ["report"]:
+        return report_main(raw[1:])
     args = parser.parse_args(raw)
     shard = bundle = None
     if args.shard is not None or args.bundle is not None:
@@ -813,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no submissions folder at {submissions}: collect submissions first (see the README)")
     if not db_path.is_file():
         parser.error(f"no gradebook at {db_path}: run `bash course.sh release` first")
+    term = load_term(root)
     with Gradebook(db_url) as gb:
         known = [a.name for a in gb.assignments]
     wanted = known if args.assignment == "all" else [args.assignment]
@@ -922,7 +1060,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows if shard is None else []:  # not graded: an earlier score is not kept for a submission now misnamed
         if r.status in ("ungradable", "misnamed"):
             try:
-                if record(db_url, r, test_ids[(r.assignment, r.notebook)]):
+                if record(db_url, r, test_ids[(r.assignment, r.notebook)], root / "autograder" / "reports" / r.assignment,
+                          term):
                     _remove_stale_autograded(root / "autograder" / "autograded" / r.student / r.assignment)
             except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
                 r.problems.append(boundary.keep_text(f"could not be written to the gradebook: {exc}", 300))
@@ -938,7 +1077,8 @@ def main(argv: list[str] | None = None) -> int:
         def done(result: Result, task: Task) -> None:
             try:
                 if shard is None:  # a shard writes its bundle, never the gradebook
-                    record(db_url, result, test_ids[(task.assignment, task.notebook)])
+                    record(db_url, result, test_ids[(task.assignment, task.notebook)],
+                           root / "autograder" / "reports" / task.assignment, term)
             except Exception as exc:  # noqa: BLE001 - one bad row must not lose the others
                 result.status = "grader error"
                 result.reason = boundary.keep_text(f"could not be written to the gradebook: {exc}", 1000)

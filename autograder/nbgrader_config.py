@@ -74,5 +74,28 @@ class WrapLongLines(CSSHTMLHeaderPreprocessor):
         return nb, resources
 
 
-c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTestsOfTestCells, WrapLongLines]
+# The term (autograder/term.toml; see term.example.toml): due dates, extensions and the late penalty, applied
+# by nbgrader's own plugin mechanism (a LateSubmissionPlugin, called by AssignLatePenalties, here the course's
+# subclass that first copies the due date and the student's extension into the gradebook), and what each test
+# cell's feedback shows. `bash course.sh grade` reads the same file through the same code.
+import sys  # noqa: E402
+
+try:
+    import instructor.term  # noqa: F401
+except ImportError:  # nbgrader run from another environment: the course's own package, from this checkout
+    sys.path.insert(0, _root)
+from instructor.feedback import FeedbackVisibility  # noqa: E402
+from instructor.term import LatePenalty, TermLatePenalties  # noqa: E402
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import CheckCellMetadata, Execute, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402
+
+_term = os.path.join(_here, "term.toml")
+c.Autograde.autograde_preprocessors = [Execute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput,
+                                       SaveAutoGrades, TermLatePenalties, CheckCellMetadata]
+c.TermLatePenalties.plugin_class = LatePenalty
+c.TermLatePenalties.term_file = _term
+c.LatePenalty.term_file = _term
+c.FeedbackVisibility.term_file = _term
+
+c.GenerateFeedback.preprocessors = [GetGrades, ClearHiddenTestsOfTestCells, FeedbackVisibility, WrapLongLines]
 c.WrapLongLines.enabled = True  # nbconvert's preprocessors are off unless enabled by name

@@ -62,6 +62,11 @@ class Result:
     notes: list[str] = field(default_factory=list)  # moved, edited, deleted or duplicated cells; files left out
     seconds: float = 0.0
     sandbox: str = ""
+    answers: str = ""  # a digest of the student's answer and own cells: a manual override survives while it holds
+    timestamp: str = ""  # when the student submitted: the exchange's timestamp.txt (nbgrader collect copies it)
+    late: str = ""  # how late, and the penalty (filled in from the gradebook for the reports)
+    penalty: float = 0.0  # points the late penalty took (the gradebook's)
+    overrides: list[str] = field(default_factory=list)  # cells an instructor graded by hand (from the gradebook)
 
     @property
     def score(self) -> float | None:
