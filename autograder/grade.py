@@ -202,18 +202,23 @@ def answers_digest(planned: list[boundary.PlannedCell]) -> str:
     return h.hexdigest()[:32]
 
 
-def submission_timestamp(folder: Path) -> str:
-    """The exchange's record of when the student submitted (``timestamp.txt``, which ``nbgrader submit`` writes and
-    ``nbgrader collect`` copies), or '' when there is none. A small regular file, never a link."""
+def _small_file(path: Path, pattern: str, limit: int) -> str:
+    """The text of a small regular file (never a link) when it matches ``pattern``, else ''."""
     try:
-        fd = os.open(folder / "timestamp.txt", os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return ""
     with os.fdopen(fd, "rb") as f:
         if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
             return ""
-        text = f.read(200).decode("utf-8", "replace").strip()
-    return text if re.fullmatch(r"[0-9T:.\- +A-Za-z/_]{10,60}", text) else ""
+        text = f.read(limit).decode("utf-8", "replace").strip()
+    return text if re.fullmatch(pattern, text) else ""
+
+
+def submission_timestamp(folder: Path) -> str:
+    """The exchange's record of when the student submitted (``timestamp.txt``, which ``nbgrader submit`` writes and
+    ``nbgrader collect`` copies), or '' when there is none."""
+    return _small_file(folder / "timestamp.txt", r"[0-9T:.\- +A-Za-z/_]{10,60}", 200)
 
 
 def _write_autograded(task: Task, planned: list[boundary.PlannedCell], out_dir: Path) -> None:
@@ -227,6 +232,11 @@ def _write_autograded(task: Task, planned: list[boundary.PlannedCell], out_dir: 
     target.unlink(missing_ok=True)
     if text := submission_timestamp(Path(task.path).parent):  # nbgrader's submission time, for its feedback
         target.write_text(text, encoding="utf-8")
+    # The exchange's secret for this submission: release_feedback files the student's feedback under it.
+    secret = out_dir / "submission_secret.txt"
+    secret.unlink(missing_ok=True)
+    if text := _small_file(Path(task.path).parent / "submission_secret.txt", r"[0-9a-fA-F]{16,512}", 1100):
+        secret.write_text(text, encoding="utf-8")
 
 
 def _remove_stale_autograded(out_dir: Path) -> None:

@@ -24,7 +24,7 @@ table{border-collapse:collapse;width:100%;margin:.5rem 0 1.5rem}
 td,th{border-bottom:1px solid #ddd;padding:.3rem .5rem;text-align:left;vertical-align:top}
 .bar{display:flex;height:1.1rem;width:18rem;background:#eee;border-radius:3px;overflow:hidden}
 .ok{background:#2e7d32}.bad{background:#c62828}.none{background:#9e9e9e}
-.msg{font-family:monospace;font-size:.85rem}.flag{color:#b71c1c}.small{color:#666;font-size:.85rem}
+.msg{font-family:monospace;font-size:.85rem}.late{color:#8a4b00}.override{color:#0d47a1}.flag{color:#b71c1c}.small{color:#666;font-size:.85rem}
 """
 
 
@@ -78,14 +78,23 @@ def write_report(path: Path, assignment: str, results: list[Any]) -> None:
     parts.append("</table><h2>Submissions</h2><table><tr><th>student</th><th>score</th><th>status</th>"
                  "<th>reason, flags and notes</th><th>seconds</th></tr>")
     for r in sorted(results, key=lambda r: r.student):
-        score = "&mdash;" if r.score is None else f"{r.score:g} / {r.max_score:g}"
+        penalty = getattr(r, "penalty", 0.0) or 0.0
+        score = "&mdash;" if r.score is None else f"{max(0.0, r.score - penalty):g} / {r.max_score:g}"
+        if r.score is not None and penalty:
+            score += f"<br><span class='small'>{r.score:g} before the late penalty</span>"
         details = [e(r.reason)] if r.reason and r.score is None else []
         if getattr(r, "submitted_as", ""):
             details.append(e(f"graded the file {r.submitted_as}"))
+        if getattr(r, "late", ""):
+            details.append(f"<span class='late'>{e(r.late)}</span>")
+        details += [f"<span class='override'>graded by hand: {e(o)}</span>" for o in getattr(r, "overrides", [])]
         details += [e(p) for p in r.problems]
         details += [f"<span class='flag'>flag: {e(f)}</span>" for f in r.flags]
         details += [f"<span class='small'>{e(n)}</span>" for n in r.notes]
         parts.append(f"<tr><td>{e(r.student)}</td><td>{score}</td><td>{e(r.status)}</td>"
                      f"<td>{'<br>'.join(details)}</td><td>{r.seconds:g}</td></tr>")
     parts.append("</table>")
+    from similarity_report import section_html  # the pairs `bash course.sh similarity` found, if it ran
+
+    parts.append(section_html(path.parent))
     path.write_text("\n".join(parts), encoding="utf-8")
