@@ -138,10 +138,11 @@ def grade_submission(task: Task) -> Result:
         with Gradebook(task.db_url) as gb:
             course, setup = _course(task, gb.find_notebook(name, task.assignment))
         tests = [c for c in course if c.role == boundary.TEST]
+        result.timestamp = submission_timestamp(Path(task.path).parent)
+        result.answers = raw_digest(Path(task.path))  # until the answers are read (a file that is no notebook)
         student_cells = boundary.read_submission(Path(task.path), result.notes)
         planned = boundary.plan_cells(student_cells, course, result.notes, without_hidden_tests)
         result.answers = answers_digest(planned)
-        result.timestamp = submission_timestamp(Path(task.path).parent)
         uid = _LEASE.uid if _LEASE is not None else None
         session = Session(result, task.limits, log, uid=uid, use_bwrap=task.use_bwrap,
                           data=Path(task.data) if task.data else None, submission=Path(task.path).parent)
@@ -200,6 +201,24 @@ def answers_digest(planned: list[boundary.PlannedCell]) -> str:
         if p.role in (boundary.ANSWER, boundary.STUDENT):
             h.update(f"{p.role}:{p.grade_id or ''}:{len(p.cell.source)}:".encode() + p.cell.source.encode("utf-8", "replace"))
     return h.hexdigest()[:32]
+
+
+def raw_digest(path: Path) -> str:
+    """A digest of a submitted file's bytes (never through a link), for a submission whose answers cannot be read."""
+    import hashlib
+
+    h = hashlib.sha256(b"raw:")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError as exc:
+        return "raw:" + hashlib.sha256(f"unreadable {exc.errno}".encode()).hexdigest()[:28]
+    with os.fdopen(fd, "rb") as f:
+        if stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            for _ in range(boundary.MAX_NOTEBOOK_BYTES // (1 << 20) + 1):
+                if not (chunk := f.read(1 << 20)):
+                    break
+                h.update(chunk)
+    return "raw:" + h.hexdigest()[:28]
 
 
 def _small_file(path: Path, pattern: str, limit: int) -> str:
@@ -434,7 +453,7 @@ def record(db_url: str, result: Result, test_ids: list[str], reports: Path | Non
             except (ValueError, OverflowError):
                 result.note(f"the submission's timestamp.txt ({result.timestamp[:60]}) is not a time: lateness unknown")
         gb.update_or_create_submission(result.assignment, result.student, **when)
-        before = _earlier_answers(reports, result.student) if reports is not None else ""
+        before = _graded_answers(reports, result.student) if reports is not None else ""
         changed = bool(before and result.answers and before != result.answers)
         points = {c.grade_id: c.points for c in result.cells}
         nb = gb.find_submission_notebook(result.notebook, result.assignment, result.student)
@@ -456,6 +475,8 @@ def record(db_url: str, result: Result, test_ids: list[str], reports: Path | Non
                 comment.manual_comment = None
         nb.flagged = bool(result.flags) or result.status != "graded"
         gb.db.commit()
+        if reports is not None and result.answers:  # the answers the gradebook's scores now belong to
+            _keep_graded_answers(reports, result.student, result.answers)
         if term is not None:
             from instructor.term import assign_late_penalty, sync_submission
 
@@ -466,11 +487,19 @@ def record(db_url: str, result: Result, test_ids: list[str], reports: Path | Non
     return True
 
 
-def _earlier_answers(reports: Path, student: str) -> str:
-    """The answers digest of the student's last recorded grading ('' when unknown)."""
-    path = _result_file(reports / "results", student)
-    earlier = _load_result(path) if path.is_file() else None
-    return earlier.answers if earlier is not None else ""
+def _graded_answers(reports: Path, student: str) -> str:
+    """The digest of the answers the gradebook's scores of ``student`` belong to ('' when unknown)."""
+    try:
+        return _result_file(reports / "answers", student).with_suffix(".txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
+
+
+def _keep_graded_answers(reports: Path, student: str, digest: str) -> None:
+    path = _result_file(reports / "answers", student).with_suffix(".txt")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".tmp").write_text(digest, encoding="utf-8")
+    os.replace(path.with_suffix(".tmp"), path)
 
 
 def load_term(root: Path):
@@ -608,8 +637,6 @@ def save_result(reports: Path, result: Result) -> None:
     folder = reports / "results"
     folder.mkdir(parents=True, exist_ok=True)
     path = _result_file(folder, result.student)
-    if not result.answers and path.is_file() and (earlier := _load_result(path)) is not None:
-        result.answers = earlier.answers  # a run that never read the answers keeps the last known digest
     path.with_suffix(".tmp").write_text(json.dumps(asdict(result)), encoding="utf-8")
     os.replace(path.with_suffix(".tmp"), path)
 
@@ -623,7 +650,7 @@ def _load_result(path: Path) -> Result | None:
         return None
 
 
-def class_results(db_url: str, assignment: str, reports: Path, also: list[str]) -> list[Result]:
+def class_results(db_url: str, assignment: str, reports: Path, also: list[str], term=None) -> list[Result]:
     """One row per student of the class for ``assignment``: every student of the gradebook, of ``also`` (the
     submissions folder) and of earlier runs, with their latest result; graded outside this command
     (``nbgrader autograde``): their scores from the gradebook; else missing."""
@@ -656,13 +683,14 @@ def class_results(db_url: str, assignment: str, reports: Path, also: list[str]) 
                 else:
                     r.note("graded outside this command (nbgrader autograde or by hand): scores from the gradebook")
                 rows[student] = r
-        _gradebook_view(gb, assignment, rows)
+        _gradebook_view(gb, assignment, rows, term)
     return sorted(rows.values(), key=lambda r: r.student)
 
 
-def _gradebook_view(gb, assignment: str, rows: dict[str, Result]) -> None:
+def _gradebook_view(gb, assignment: str, rows: dict[str, Result], term=None) -> None:
     """What the gradebook adds to each row: scores given by hand (they replace the automatic ones), comments, and
-    the lateness and late penalty of the submission."""
+    the lateness and late penalty of the submission (worked out anew from the scores and ``term`` as they are now:
+    a hand grade or an extension given after grading counts)."""
     from nbgrader.api import MissingEntry
 
     for r in rows.values():
@@ -671,6 +699,10 @@ def _gradebook_view(gb, assignment: str, rows: dict[str, Result]) -> None:
             nb = gb.find_submission_notebook(r.notebook, assignment, r.student)
         except MissingEntry:
             continue
+        if term is not None:
+            from instructor.term import assign_late_penalty
+
+            assign_late_penalty(gb, term, assignment, r.student)
         cells = {c.grade_id: c for c in r.cells}
         r.overrides = []
         for g in nb.grades:
@@ -714,7 +746,8 @@ def write_csv(path: Path, results: list[Result]) -> None:
             writer.writerow([v if isinstance(v, (int, float)) else _safe_cell(v) for v in row])
 
 
-def write_reports(root: Path, db_url: str, assignment: str, mine: list[Result], also: list[str]) -> list[Result]:
+def write_reports(root: Path, db_url: str, assignment: str, mine: list[Result], also: list[str],
+                  term=None) -> list[Result]:
     """Keep this run's results and rebuild grades.csv, report.html and results.json for the whole class."""
     from report import write_report
 
@@ -722,7 +755,7 @@ def write_reports(root: Path, db_url: str, assignment: str, mine: list[Result], 
     out.mkdir(parents=True, exist_ok=True)
     for r in mine:
         save_result(out, r)
-    whole = class_results(db_url, assignment, out, also)
+    whole = class_results(db_url, assignment, out, also, term)
     write_csv(out / "grades.csv", whole)
     write_report(out / "report.html", assignment, whole)
     (out / "results.json").write_text(json.dumps([asdict(r) | {"score": r.score, "max_score": r.max_score}
@@ -820,7 +853,7 @@ def merge_main(argv: list[str]) -> int:
             waiting += 1
     for a in sorted(merged):
         mine = list(merged[a].values())
-        whole = write_reports(root, db_url, a, mine, sorted(everyone.get(a, set())))
+        whole = write_reports(root, db_url, a, mine, sorted(everyone.get(a, set())), term)
         errors += sum(1 for r in mine if r.status == "grader error")
         print(f"{a}: merged {len(mine)} students from {len(infos)} bundles; the class ({len(whole)} students): "
               f"{root / 'autograder' / 'reports' / a / 'report.html'}")
@@ -854,10 +887,11 @@ def report_main(argv: list[str]) -> int:
     for a in wanted:
         if a not in known:
             parser.error(f"assignment {a!r} is not in the gradebook ({', '.join(known) or 'none'})")
+    term = load_term(root)
     submissions = (args.submissions or root / "autograder" / "submitted").absolute()
     everyone = student_names(submissions) if _is_real_dir(submissions) else []
     for a in wanted:
-        whole = write_reports(root, db_url, a, [], everyone)
+        whole = write_reports(root, db_url, a, [], everyone, term)
         print(f"{a}: the class ({len(whole)} students): {root / 'autograder' / 'reports' / a / 'report.html'}")
     return 0
 
@@ -1135,7 +1169,7 @@ def main(argv: list[str] | None = None) -> int:
     errors = 0
     for a in wanted:
         mine = [r for r in results + rows if r.assignment == a]
-        whole = write_reports(root, db_url, a, mine, found_students.get(a, []))
+        whole = write_reports(root, db_url, a, mine, found_students.get(a, []), term)
         out = root / "autograder" / "reports" / a
         count = {k: sum(1 for r in mine if r.status == k) for k in NOT_GRADED}
         flagged = sum(1 for r in mine if r.flags)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import io
 import json
 import re
 import sys
@@ -81,14 +82,16 @@ def _norm(name: str) -> str:
 def read_roster(path: Path, id_column: str | None = None) -> Roster:
     """A Canvas or Moodle roster CSV (the LMS recognised from its header)."""
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        text = path.read_text(encoding="cp1252")
+        raw = path.read_bytes()
     except OSError as exc:
         raise RosterError(f"cannot read {path}: {exc.strerror or exc}") from None
-    first = text.splitlines()[0] if text.strip() else ""
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:  # a spreadsheet's "CSV" in the Windows code page
+        text = raw.decode("cp1252", errors="replace")
+    first = text.split("\n", 1)[0]
     delimiter = max(",;\t", key=first.count)
-    rows = list(csv.reader(text.splitlines(), delimiter=delimiter))
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     if not rows:
         raise RosterError(f"{path} is empty: export the roster from Canvas (Grades > Export) or Moodle "
                           "(Participants or Grades > Export > Plain text file)")
@@ -209,21 +212,47 @@ def _days(seconds: float) -> str:
     return f"{d} d {rest // 3600} h" if d else f"{rest // 3600} h {rest % 3600 // 60} min"
 
 
-def grade_rows(gb, term: Term, assignments: list[str], students: list[str], now: dt.datetime) -> list[GradeRow]:
+def _latest_status(root: Path, assignment: str, student: str) -> tuple[str, str]:
+    """(status, reason) of the student's latest run of `bash course.sh grade`, or ('', '') when there is none."""
+    from urllib.parse import quote
+
+    path = root / "autograder" / "reports" / assignment / "results" / f"{quote(student, safe='')}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return str(data.get("status", "")), str(data.get("reason", ""))
+    except (OSError, ValueError, AttributeError):
+        return "", ""
+
+
+def grade_rows(gb, term: Term, assignments: list[str], students: list[str], now: dt.datetime,
+               root: Path) -> list[GradeRow]:
+    """One row per student and assignment: what the LMS gets, and why. The late penalty is worked out anew from
+    the gradebook's scores (hand grades included) and the term as it is now (an extension given after grading
+    counts); a submission that was collected but not graded, or whose latest grading failed, is never a 0."""
+    from instructor.term import assign_late_penalty
+
     rows = []
     for a in assignments:
-        max_score = float(gb.find_assignment(a).max_score)
+        arow = gb.find_assignment(a)
+        max_score = float(arow.max_score)
         for s in students:
             row = GradeRow(s, a, "graded", None, max_score=max_score)
             try:
                 sub = gb.find_submission(a, s)
             except MissingEntry:
                 sub = None
+            status, reason = _latest_status(root, a, s)
             if term.is_excused(a, s):
                 row.status, row.detail = "excused", "excused (term.toml)"
+            elif status == "grader error":
+                row.status, row.detail = "needs grading", f"the latest grading failed ({reason[:200]}): grade again"
+            elif sub is None and (root / "autograder" / "submitted" / s / a).is_dir():
+                row.status, row.detail = "needs grading", "submitted, not graded yet: bash course.sh grade " + a
             elif sub is None:
-                due = term.due_for(a, s)
-                if due is None or now >= due:
+                due = term.due_for(a, s) or arow.duedate
+                if due is None:
+                    row.status, row.detail = "missing", "no submission (no due date in term.toml: left empty)"
+                elif now >= due:
                     row.status, row.score, row.detail = "missing", 0.0, "no submission"
                 else:
                     row.status, row.detail = "not due yet", f"no submission; due {due:%Y-%m-%d %H:%M} UTC"
@@ -233,9 +262,8 @@ def grade_rows(gb, term: Term, assignments: list[str], students: list[str], now:
                 if any(g.score is None or (g.needs_manual_grade and g.manual_score is None) for g in grades):
                     row.status, row.detail = "needs grading", "not graded automatically: grade it in the Formgrader"
                 else:
+                    row.seconds_late, row.penalty = assign_late_penalty(gb, term, a, s)
                     row.raw = float(sub.score)
-                    row.penalty = float(sub.late_submission_penalty or 0.0)
-                    row.seconds_late = float(sub.total_seconds_late or 0.0)
                     row.score = max(0.0, row.raw - row.penalty)
                     if row.seconds_late > 0:
                         row.status = "late"
@@ -285,14 +313,22 @@ class _LmsExport(ExportPlugin):
         people = {s["id"]: s for s in roster["students"]}
         others = sorted({s.id for s in gradebook.students} - set(people))
         now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-        rows = grade_rows(gradebook, term, wanted, list(people) + others, now)
+        rows = grade_rows(gradebook, term, wanted, list(people) + others, now, root)
         for r in rows:
             r.on_roster = r.student in people
         dest = Path(self.to or f"{self.lms}.csv")
-        self.write(dest, term, wanted, people, [r for r in rows if r.on_roster], gradebook)
+        if not dest.parent.is_dir():
+            raise SystemExit(f"course.sh export: no folder {dest.parent} for {dest.name}: create it or choose another --out")
         details = dest.with_name(dest.stem + ".details.csv")
-        write_details(details, rows, people)
+        try:
+            self.write(dest, term, wanted, people, [r for r in rows if r.on_roster], gradebook)
+            write_details(details, rows, people)
+        except OSError as exc:
+            raise SystemExit(f"course.sh export: cannot write {exc.filename or dest}: {exc.strerror or exc}") from None
         self.summary = summarise(self.lms, dest, details, rows)
+        if typos := sorted(term.students_named() - set(people) - set(others)):
+            self.summary.append(f"term.toml names students neither the roster nor the gradebook knows (a typo? their "
+                                f"extension or excuse applies to no one): {', '.join(typos)}")
         for line in self.summary:
             self.log.info(line)
 

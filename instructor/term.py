@@ -96,15 +96,15 @@ class Term:
         """The student's due date for ``assignment`` (naive UTC; with the extension), or None."""
         return self.extensions.get(assignment, {}).get(student) or self.due.get(assignment)
 
-    def extension(self, assignment: str, student: str) -> dt.timedelta | None:
-        own, due = self.extensions.get(assignment, {}).get(student), self.due.get(assignment)
+    def extension(self, assignment: str, student: str, due: dt.datetime | None = None) -> dt.timedelta | None:
+        """The student's extension, from the term's due date or, when the term has none, ``due`` (the
+        gradebook's, set with ``nbgrader db assignment add --duedate``)."""
+        own, due = self.extensions.get(assignment, {}).get(student), self.due.get(assignment) or due
         return own - due if own is not None and due is not None else None
 
-    def seconds_late(self, assignment: str, student: str, timestamp: dt.datetime | None) -> float:
-        due = self.due_for(assignment, student)
-        if due is None or timestamp is None:
-            return 0.0
-        return max(0.0, (_utc(timestamp, self.zone) - due).total_seconds())
+    def students_named(self) -> set[str]:
+        """Every student id the term names (extensions, excused): to catch a typo that would miss the student."""
+        return {s for a in self.extensions.values() for s in a} | {s for a in self.excused.values() for s in a}
 
     def last_due(self, assignment: str) -> dt.datetime | None:
         """The due date plus the longest extension: when every student's time is up (naive UTC)."""
@@ -162,6 +162,11 @@ def load_term(path: Path | None = None, root: Path = ROOT) -> Term:
     known = {"timezone", "penalty", "feedback", "assignments", "extensions", "excused"}
     if unknown := sorted(set(data) - known):
         raise TermError(f"{path}: unknown section or key {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    for key in ("penalty", "feedback", "assignments", "extensions", "excused"):
+        if not isinstance(data.get(key, {}), dict):
+            raise TermError(f"{path}: {key} must be a table ([{key}] and keys under it; see term.example.toml)")
+    if not isinstance(data.get("feedback", {}).get("tests", {}), dict):
+        raise TermError(f"{path}: feedback.tests must be a table ([feedback.tests] with test_id = \"message\")")
     term = Term(path=path)
     if "timezone" in data:
         try:
@@ -211,21 +216,27 @@ def sync_submission(gb, term: Term, assignment: str, student: str) -> None:
     if assignment in term.due:
         row.duedate = term.due[assignment]
     sub = gb.find_submission(assignment, student)
-    sub.extension = term.extension(assignment, student)
+    sub.extension = term.extension(assignment, student, row.duedate)
     gb.db.commit()
 
 
-def assign_late_penalty(gb, term: Term, assignment: str, student: str, notebook: str) -> tuple[float, float]:
-    """Write the late penalty of one submitted notebook into the gradebook, as nbgrader's AssignLatePenalties
-    does (the penalty is at most the notebook's score). Returns (seconds late, penalty)."""
+def assign_late_penalty(gb, term: Term, assignment: str, student: str, notebook: str | None = None
+                        ) -> tuple[float, float]:
+    """Write the late penalty of a submitted notebook (all of the submission's when ``notebook`` is None) into the
+    gradebook, as nbgrader's AssignLatePenalties does: from the current score (hand grades included) and the
+    term as it is now; at most the notebook's score. Returns (seconds late, penalty)."""
     sync_submission(gb, term, assignment, student)
     sub = gb.find_submission(assignment, student)
-    nb = gb.find_submission_notebook(notebook, assignment, student)
-    late = float(sub.total_seconds_late or 0.0)
-    penalty = min(max(term.penalty.points(nb.score, late), 0.0), nb.score) if late > 0 else 0.0
-    nb.late_submission_penalty = penalty if late > 0 else None
+    late, total = float(sub.total_seconds_late or 0.0), 0.0
+    for nb in sub.notebooks:
+        if notebook is not None and nb.name != notebook:
+            continue
+        score = float(nb.score or 0.0)
+        penalty = min(max(term.penalty.points(score, late), 0.0), score) if late > 0 else 0.0
+        nb.late_submission_penalty = penalty if late > 0 else None
+        total += penalty
     gb.db.commit()
-    return late, penalty
+    return late, total
 
 
 class LatePenalty(LateSubmissionPlugin):

@@ -52,7 +52,8 @@ bob = 2026-10-05T12:00:00Z
     assert term.due_for("a1", "ada") == dt.datetime(2026, 10, 3, 9, 59)
     assert term.due_for("a1", "cy") == term.due["a1"]
     assert term.last_due("a1") == dt.datetime(2026, 10, 5, 12, 0)
-    assert term.seconds_late("a1", "cy", dt.datetime(2026, 10, 2, 21, 59, tzinfo=dt.timezone.utc)) == DAY
+    assert term.extension("a1", "bob") == dt.timedelta(days=3, hours=14, minutes=1)
+    assert term.extension("a1", "cy") is None
     assert load_term(tmp_path / "none.toml").due == {}  # no file: no due dates, no penalty
 
 
@@ -65,6 +66,9 @@ bob = 2026-10-05T12:00:00Z
     ("[feedback]\ndefault = 'all'", "feedback.default is 'all'"),
     ("timezone = 'Mars/Olympus'", "is not a time zone"),
     ("[penalty\n", "not valid TOML"),
+    ("penalty = 'zero'", "penalty must be a table"),
+    ("excused = ['ada']", "excused must be a table"),
+    ("[feedback]\ntests = 'x'", "feedback.tests must be a table"),
 ])
 def test_a_term_file_with_a_mistake_says_what_and_where(tmp_path, text, words):
     with pytest.raises(TermError, match="term.toml") as info:
@@ -140,3 +144,131 @@ def test_the_leak_check_finds_a_hidden_line_on_a_page(tmp_path):
     assert leaks(tmp_path / "feedback", "a1", [source], [release]) == [f"{page}: assert secret_value(x) == 42"]
     page.write_text("<pre>check(x)</pre>", encoding="utf-8")
     assert leaks(tmp_path / "feedback", "a1", [source], [release]) == []
+
+
+# -- the gradebook side: exports and hand grades, on a gradebook built by hand ---------------------------------
+A1 = "a1"
+NOW = dt.datetime(2026, 11, 20, 12, 0)  # naive UTC, as the gradebook keeps dates
+DUE = dt.datetime(2026, 11, 10, 12, 0)
+
+
+def _gradebook(tmp_path: Path):
+    from nbgrader.api import Gradebook
+
+    url = f"sqlite:///{tmp_path / 'autograder' / 'gradebook.db'}"
+    (tmp_path / "autograder").mkdir(exist_ok=True)
+    with Gradebook(url) as gb:
+        gb.add_assignment(A1)
+        gb.add_notebook(A1, A1)
+        gb.add_grade_cell("test_x", A1, A1, max_score=4, cell_type="code")
+        gb.add_solution_cell("x", A1, A1)
+        for s in ("ontime", "late", "extended", "ungradable", "collected", "failed", "absent", "excused"):
+            gb.add_student(s)
+    return url
+
+
+def _submit(url: str, student: str, when: dt.datetime, auto: float | None) -> None:
+    from nbgrader.api import Gradebook
+
+    with Gradebook(url) as gb:
+        gb.add_submission(A1, student, timestamp=when)
+        grade = gb.find_grade("test_x", A1, A1, student)
+        grade.auto_score, grade.needs_manual_grade = auto, auto is None
+        gb.db.commit()
+
+
+def _rows(url: str, root: Path, term_text: str):
+    from nbgrader.api import Gradebook
+
+    from instructor.lms import grade_rows
+
+    term = load_term(_toml(root, term_text))
+    with Gradebook(url) as gb:
+        students = sorted(s.id for s in gb.students)
+        return {r.student: r for r in grade_rows(gb, term, [A1], students, NOW, root)}
+
+
+TERM = f"""
+[penalty]
+method = "per_day"
+percent_per_day = 25
+[assignments.{A1}]
+due = {DUE.isoformat()}Z
+[excused]
+{A1} = ["excused"]
+"""
+
+
+def test_export_rows_never_send_a_graders_failure_as_zero_and_use_the_term_as_it_is_now(tmp_path):
+    url = _gradebook(tmp_path)
+    _submit(url, "ontime", DUE - dt.timedelta(hours=1), 4.0)
+    _submit(url, "late", DUE + dt.timedelta(hours=30), 4.0)  # 2 started days: 50 %
+    _submit(url, "extended", DUE + dt.timedelta(hours=30), 4.0)
+    _submit(url, "ungradable", DUE + dt.timedelta(hours=5), None)  # waits for a hand grade
+    (tmp_path / "autograder" / "submitted" / "collected" / A1).mkdir(parents=True)  # collected, never graded
+    results = tmp_path / "autograder" / "reports" / A1 / "results"
+    results.mkdir(parents=True)
+    _submit(url, "failed", DUE - dt.timedelta(hours=1), 4.0)  # graded once; the latest run failed
+    (results / "failed.json").write_text('{"status": "grader error", "reason": "the sandbox did not start"}')
+    rows = _rows(url, tmp_path, TERM)
+    assert (rows["ontime"].status, rows["ontime"].score) == ("graded", 4.0)
+    assert (rows["late"].status, rows["late"].score, rows["late"].penalty) == ("late", 2.0, 2.0)
+    assert (rows["extended"].status, rows["extended"].score) == ("late", 2.0)
+    for s in ("ungradable", "collected", "failed"):
+        assert (rows[s].status, rows[s].score) == ("needs grading", None), s
+    assert (rows["absent"].status, rows["absent"].score) == ("missing", 0.0)
+    assert (rows["excused"].status, rows["excused"].score) == ("excused", None)
+    # An extension given after grading, and a hand grade of the ungradable late submission: both count now.
+    from nbgrader.api import Gradebook
+
+    with Gradebook(url) as gb:
+        grade = gb.find_grade("test_x", A1, A1, "ungradable")
+        grade.manual_score = 4.0
+        gb.db.commit()
+    rows = _rows(url, tmp_path, TERM + f'[extensions.{A1}]\nextended = "2 days"\n')
+    assert (rows["extended"].status, rows["extended"].score, rows["extended"].penalty) == ("graded", 4.0, 0.0)
+    assert (rows["ungradable"].status, rows["ungradable"].score) == ("late", 3.0)  # 1 started day: 25 %
+    # Without a due date (in the term or the gradebook) a missing submission is left empty, not 0; before it, it is
+    # not due yet.
+    with Gradebook(url) as gb:
+        gb.find_assignment(A1).duedate = None
+        gb.db.commit()
+    rows = _rows(url, tmp_path, "")
+    assert (rows["absent"].status, rows["absent"].score) == ("missing", None)
+    rows = _rows(url, tmp_path, f"[assignments.{A1}]\ndue = 2026-12-24T12:00:00Z\n")
+    assert (rows["absent"].status, rows["absent"].score) == ("not due yet", None)
+
+
+def test_hand_grades_follow_the_answers_not_the_runs(tmp_path):
+    from nbgrader.api import Gradebook
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "autograder"))
+    from grade import record
+    from sandbox.session import CellResult, Result
+
+    url = _gradebook(tmp_path)
+    reports = tmp_path / "autograder" / "reports" / A1
+
+    def run(answers: str, status: str = "graded") -> Result:
+        r = Result("ontime", A1, A1, status, answers=answers)
+        r.cells = [CellResult("test_x", 0.0, 4.0, False)]
+        record(url, r, ["test_x"], reports)
+        return r
+
+    def hand() -> tuple:
+        with Gradebook(url) as gb:
+            return (gb.find_grade("test_x", A1, A1, "ontime").manual_score,
+                    gb.find_comment("x", A1, A1, "ontime").manual_comment)
+
+    run("first answers")
+    with Gradebook(url) as gb:  # what the Formgrader writes
+        gb.find_grade("test_x", A1, A1, "ontime").manual_score = 3.0
+        gb.find_comment("x", A1, A1, "ontime").manual_comment = "nearly"
+        gb.db.commit()
+    assert not run("first answers").notes and hand() == (3.0, "nearly")  # a regrade of the same answers
+    run("second answers", status="grader error")  # a failed run records nothing, not even the answers it read
+    assert hand() == (3.0, "nearly")
+    r = run("second answers")
+    assert hand() == (None, None)
+    assert any("dropped the manual score 3 of test_x" in n for n in r.notes)
+    assert any("dropped the comment on x ('nearly')" in n for n in r.notes)
