@@ -716,9 +716,9 @@ def _gradebook_view(gb, assignment: str, rows: dict[str, Result], term=None) -> 
         late = float(sub.total_seconds_late or 0.0)
         r.penalty = float(nb.late_submission_penalty or 0.0) if r.score is not None else 0.0
         if late > 0:
-            days, rest = divmod(int(round(late)), 86400)
-            r.late = (f"{days} d {rest // 3600} h late" if days else f"{rest // 3600} h {rest % 3600 // 60} min late") \
-                + (f": -{r.penalty:g} points" if r.penalty else ": no penalty")
+            from instructor.term import lateness
+
+            r.late = f"{lateness(late)} late" + (f": -{r.penalty:g} points" if r.penalty else ": no penalty")
         else:
             r.late = ""
 

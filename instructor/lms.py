@@ -43,7 +43,7 @@ from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.plugins import ExportPlugin
 from traitlets import Enum, Unicode
 
-from instructor.term import ROOT, Term, TermError, load_term
+from instructor.term import ROOT, Term, TermError, lateness, load_term
 
 ROSTER_FILE = Path("autograder") / "roster.json"
 CANVAS = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
@@ -207,11 +207,6 @@ class GradeRow:
     detail: str = ""
 
 
-def _days(seconds: float) -> str:
-    d, rest = divmod(int(round(seconds)), 86400)
-    return f"{d} d {rest // 3600} h" if d else f"{rest // 3600} h {rest % 3600 // 60} min"
-
-
 def _latest_status(root: Path, assignment: str, student: str) -> tuple[str, str]:
     """(status, reason) of the student's latest run of `bash course.sh grade`, or ('', '') when there is none."""
     from urllib.parse import quote
@@ -267,8 +262,8 @@ def grade_rows(gb, term: Term, assignments: list[str], students: list[str], now:
                     row.score = max(0.0, row.raw - row.penalty)
                     if row.seconds_late > 0:
                         row.status = "late"
-                        row.detail = (f"late {_days(row.seconds_late)}: -{row.penalty:g} points ({term.penalty.describe()})"
-                                      if row.penalty else f"late {_days(row.seconds_late)}: no penalty")
+                        row.detail = (f"late {lateness(row.seconds_late)}: -{row.penalty:g} points ({term.penalty.describe()})"
+                                      if row.penalty else f"late {lateness(row.seconds_late)}: no penalty")
             rows.append(row)
     return rows
 

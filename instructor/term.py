@@ -33,7 +33,7 @@ METHODS = ("none", "per_day", "zero")
 _LENGTH = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(minute|hour|day|week)s?\s*$", re.I)
 
 __all__ = ["Penalty", "Term", "TermError", "LatePenalty", "TermLatePenalties", "assign_late_penalty",
-           "load_term", "term_path"]
+           "lateness", "load_term", "term_path"]
 
 
 class TermError(ValueError):
@@ -118,6 +118,12 @@ class Term:
 
     def is_excused(self, assignment: str, student: str) -> bool:
         return student in self.excused.get(assignment, set())
+
+
+def lateness(seconds: float) -> str:
+    """How late, in words the reports and exports share: '1 d 12 h', or '5 h 3 min' under a day."""
+    days, rest = divmod(int(round(seconds)), 86400)
+    return f"{days} d {rest // 3600} h" if days else f"{rest // 3600} h {rest % 3600 // 60} min"
 
 
 def _utc(when: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
